@@ -1,0 +1,170 @@
+"""`TrialConfig`: every switch an ablation may flip, with the course template's baseline as defaults.
+
+One object is passed whole through the trainer (nanoGPT style). Loading rejects unknown keys
+(suggesting the nearest field) and wrong types, naming the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SE_PLACES = ("encoder", "aspp", "decoder")
+DILATIONS = ((False, False, False), (False, False, True), (False, True, True))
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the source, the key and what is allowed."""
+
+
+class TrialConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- model ------------------------------------------------------------------------------
+    architecture: Literal["joint", "branched", "distilled"] = "joint"
+    encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet34"
+    pretrained: bool | str = False  # True: torchvision ImageNet weights from the torch cache; str: a file
+    dilation: tuple[bool, bool, bool] = (False, False, False)  # replace strides of layers 2, 3, 4
+    aspp: bool = False
+    aspp_rates: tuple[int, int, int] = (3, 6, 9)
+    skip: bool = False
+    se: tuple[Literal["encoder", "aspp", "decoder"], ...] = ()  # true = all three places
+    decoder_channels: int = Field(256, ge=8)
+    # --- optimisation -----------------------------------------------------------------------
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    lr_schedule: Literal["poly", "cosine", "constant"] = "poly"
+    lr_power: float = Field(0.9, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    batch_size: int = Field(4, ge=1)
+    val_batch_size: int = Field(8, ge=1)
+    epochs: int = Field(16, ge=1)
+    # --- losses -----------------------------------------------------------------------------
+    loss_weights: tuple[float, float] = (0.5, 0.5)  # [semseg, depth]
+    task_weighting: Literal["fixed", "uncertainty", "dwa"] = "fixed"
+    dwa_temperature: float = Field(2.0, gt=0)
+    depth_loss: Literal["l2", "l1", "berhu", "silog"] = "l2"
+    depth_unit: Literal["standardized", "log", "minmax", "inverse"] = "standardized"
+    # --- data -------------------------------------------------------------------------------
+    data: str = "synthetic"  # or a Miniscapes- / Cityscapes-layout directory
+    image_size: tuple[int, int] = (256, 512)  # [H, W] of the synthetic render
+    train_images: int | None = Field(None, ge=1)  # synthetic count (default 20000) or a subset
+    val_images: int | None = Field(None, ge=1)
+    test_images: int | None = Field(None, ge=1)
+    data_seed: int = 0  # synthetic scenes; `seed` below varies initialisation and data order
+    crop_size: int | tuple[int, int] = 256
+    aug_scale: tuple[float, float] = (1.0, 1.0)
+    aug_flip: bool = False
+    tta: Literal["off", "flip", "multiscale"] = "off"
+    # --- run --------------------------------------------------------------------------------
+    seed: int = 0
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    num_workers: int = Field(2, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int | None = Field(None, ge=1)
+    export_predictions: bool = False
+
+    @field_validator("se", mode="before")
+    @classmethod
+    def _se_places(cls, v: Any) -> Any:
+        if v is True:
+            return SE_PLACES
+        if v is False or v is None:
+            return ()
+        if isinstance(v, str):
+            return (v,)
+        return v
+
+    @field_validator("dilation")
+    @classmethod
+    def _dilation(cls, v: tuple[bool, bool, bool]) -> tuple[bool, bool, bool]:
+        if v not in DILATIONS:
+            raise ValueError(f"allowed: {', '.join(str(list(d)).lower() for d in DILATIONS)} "
+                             "(output stride 32, 16, 8: a layer after a dilated one must be dilated too)")
+        return v
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, v: Any) -> Any:
+        return {False: "off", True: "bf16"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _pretrained(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v
+
+    # --- derived ---------------------------------------------------------------------------
+    @property
+    def crop(self) -> tuple[int, int]:
+        return (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data == "synthetic"
+
+    def counts(self) -> dict[str, int | None]:
+        """Images per split: synthetic defaults to the course's 20000 / 2500 / 2500; real data to all."""
+        default = (20000, 2500, 2500) if self.synthetic else (None, None, None)
+        given = (self.train_images, self.val_images, self.test_images)
+        return {s: g if g is not None else d for s, g, d in zip(("train", "val", "test"), given, default, strict=True)}
+
+    # --- conversion --------------------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        """One level of plain values (lists, not tuples) for Tune, W&B and report columns."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_dump().items()}
+
+    def replace(self, **overrides: Any) -> TrialConfig:
+        return TrialConfig.from_dict({**self.to_flat(), **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrialConfig:
+        unknown = [k for k in values if k not in cls.model_fields]
+        if unknown:
+            raise ConfigError(unknown_key_message(source, unknown[0], cls.model_fields))
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise ConfigError(validation_message(source, e)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read config ({e})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of TrialConfig fields at the top level")
+        return cls.from_dict({**values, **(overrides or {})}, source=str(path))
+
+
+def unknown_key_message(source: str, key: str, allowed) -> str:
+    near = difflib.get_close_matches(str(key), list(allowed), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"{source}: unknown key {key!r}{hint}; allowed keys: {', '.join(sorted(allowed))}"
+
+
+def validation_message(source: str, error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "literal[")))
+        lines.append(f"{source}: key {key!r}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings -> dict, values parsed as YAML (0.01 -> float, [0.2, 0.8] -> list)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"command line: expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out

@@ -1,0 +1,132 @@
+"""One epoch of training, one pass of evaluation, and prediction with optional test-time augmentation."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl.data.depth_units import DepthUnit
+from mtl.losses import TaskWeighting, task_losses
+from mtl.metrics import ConfusionMatrix, DepthMetrics, multitask_score
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Runtime:
+    """How tensors are placed and computed: device, mixed precision, memory format, depth unit."""
+
+    device: torch.device
+    unit: DepthUnit
+    depth_loss: str = "l2"
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rgb = batch["rgb"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
+        semseg = batch["semseg"].to(self.device, non_blocking=True)
+        return rgb, semseg, batch["depth"].to(self.device, non_blocking=True)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, weighting: TaskWeighting,
+                    rt: Runtime) -> dict[str, float]:
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64)  # total, semseg, depth
+    steps = images = 0
+    start = time.perf_counter()
+    for batch in loader:
+        rgb, semseg, depth_m = rt.inputs(batch)
+        with rt.autocast():
+            out = model(rgb)
+        target = rt.unit.encode(depth_m)  # (B, 1, H, W), NaN where invalid
+        losses = task_losses(out, semseg, target, rt.depth_loss, rt.unit)
+        total = weighting(losses)
+        if "semseg_aux" in out:  # distillation: the initial predictions are supervised too
+            total = total + weighting(task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux"))
+        value = total.item()
+        if not math.isfinite(value):
+            raise Diverged(f"loss became {value} at step {steps + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        if rt.scaler is not None:
+            rt.scaler.scale(total).backward()
+            rt.scaler.step(optimizer)
+            rt.scaler.update()
+        else:
+            total.backward()
+            optimizer.step()
+        sums += torch.tensor([value, losses["semseg"].item(), losses["depth"].item()], dtype=torch.float64)
+        steps += 1
+        images += rgb.shape[0]
+    rt.sync()
+    seconds = time.perf_counter() - start
+    mean = (sums / max(steps, 1)).tolist()
+    return {"train_loss": mean[0], "train_semseg_loss": mean[1], "train_depth_loss": mean[2],
+            "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (B, 19, H, W) and depth in metres (B, 1, H, W); TTA averages both over
+    horizontal flips (`flip`) and also scales 0.75 / 1 / 1.25 (`multiscale`)."""
+    size = rgb.shape[-2:]
+    scales = TTA_SCALES if tta == "multiscale" else (1.0,)
+    flips = (False, True) if tta in ("flip", "multiscale") else (False,)
+    probs = depth = 0.0
+    for s in scales:
+        x = rgb if s == 1.0 else F.interpolate(rgb, scale_factor=s, mode="bilinear", align_corners=False)
+        for flip in flips:
+            with rt.autocast():
+                out = model(x.flip(-1) if flip else x)
+            p, d = out["semseg"].float().softmax(1), rt.unit.decode(out["depth"].float())
+            if flip:
+                p, d = p.flip(-1), d.flip(-1)
+            if s != 1.0:
+                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+                d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            probs, depth = probs + p, depth + d
+    n = len(scales) * len(flips)
+    return probs / n, depth / n
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, rt: Runtime, tta: str = "off") -> dict[str, float]:
+    """mIoU from one confusion matrix over the split, depth metrics, multitask score, per-class IoU."""
+    model.eval()
+    conf, depth_metrics = ConfusionMatrix(), DepthMetrics()
+    images = 0
+    start = time.perf_counter()
+    for batch in loader:
+        rgb, semseg, depth_m = rt.inputs(batch)
+        probs, depth = predict(model, rgb, rt, tta)
+        conf.update(probs.argmax(1), semseg)
+        depth_metrics.update(depth, depth_m)
+        images += rgb.shape[0]
+    rt.sync()
+    seconds = time.perf_counter() - start
+    metrics = {"semseg_miou": conf.miou(), **depth_metrics.compute()}
+    metrics["multitask"] = multitask_score(metrics["semseg_miou"], metrics["depth_silog"])
+    metrics.update({"iou_" + name.replace(" ", "_"): v for name, v in conf.per_class().items()})
+    metrics["eval_img_per_s"] = images / max(seconds, 1e-9)
+    return metrics

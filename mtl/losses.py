@@ -1,0 +1,103 @@
+"""Task losses and task weighting.
+
+Depth losses are computed in the network's depth unit (except SI-log, which needs metres) and
+masked to valid ground truth (finite target). Task weighting turns per-task losses into the total.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl.data.depth_units import DepthUnit
+from mtl.data.labels import IGNORE_INDEX
+
+TASKS = ("semseg", "depth")
+
+
+def semseg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """logits (B, C, H, W), target (B, H, W) with 255 ignored."""
+    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+
+
+def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, unit: DepthUnit | None = None,
+               silog_lambda: float = 0.85) -> torch.Tensor:
+    """pred, target (B, 1, H, W) in the depth unit; NaN target = invalid pixel."""
+    pred = pred.float()
+    valid = torch.isfinite(target)
+    if not valid.any():
+        return pred.sum() * 0.0  # keeps the graph (and DDP-style hooks) intact on an empty batch
+    if kind == "silog":
+        return _silog(pred, target, valid, unit, silog_lambda)
+    err = pred[valid] - target[valid]
+    if kind == "l2":
+        return (err * err).mean()
+    if kind == "l1":
+        return err.abs().mean()
+    if kind == "berhu":
+        a = err.abs()
+        c = (0.2 * a.max()).detach().clamp_min(1e-6)  # threshold from the batch's largest error
+        return torch.where(a <= c, a, (a * a + c * c) / (2 * c)).mean()
+    raise ValueError(f"depth_loss must be one of l2, l1, berhu, silog; got {kind!r}")
+
+
+def _silog(pred, target, valid, unit: DepthUnit | None, lam: float) -> torch.Tensor:
+    """Scale-invariant log loss (Eigen et al.): per image sqrt(mean(d^2) - lam * mean(d)^2), d in log metres."""
+    if unit is None:
+        raise ValueError("the silog depth loss needs the depth unit to convert to metres")
+    p = unit.decode(pred).clamp_min(0.01).log()
+    t = unit.decode(torch.where(valid, target, torch.ones_like(target))).clamp_min(0.01).log()
+    d = torch.where(valid, t - p, torch.zeros_like(p)).flatten(1)  # (B, H*W)
+    n = valid.flatten(1).sum(1)
+    has = n > 0
+    mean = d.sum(1)[has] / n[has]
+    mean_sq = (d * d).sum(1)[has] / n[has]
+    return torch.sqrt((mean_sq - lam * mean * mean).clamp_min(1e-8)).mean()
+
+
+class TaskWeighting(nn.Module):
+    """Combine task losses into one. `fixed`: the configured weights. `uncertainty` (Kendall et al.
+    2018): learned log-variances s_t, total = sum 0.5 exp(-s_t) L_t + 0.5 s_t (starts at 0.5 / 0.5).
+    `dwa` (Liu et al. 2019): weights from the ratio of the last two epochs' mean losses,
+    softmax(r / T) scaled to the sum of the fixed weights; fixed weights for the first two epochs."""
+
+    def __init__(self, mode: str, weights: tuple[float, float], temperature: float = 2.0) -> None:
+        super().__init__()
+        if mode not in ("fixed", "uncertainty", "dwa"):
+            raise ValueError(f"task_weighting must be fixed, uncertainty or dwa; got {mode!r}")
+        self.mode, self.temperature = mode, temperature
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+        self.register_buffer("history", torch.zeros(0, len(TASKS)))  # mean losses per finished epoch
+        self.log_vars = nn.Parameter(torch.zeros(len(TASKS))) if mode == "uncertainty" else None
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack([losses[t] for t in TASKS])
+        if self.mode == "uncertainty":
+            return (0.5 * torch.exp(-self.log_vars) * stacked + 0.5 * self.log_vars).sum()
+        return (self.current_weights() * stacked).sum()
+
+    def current_weights(self) -> torch.Tensor:
+        if self.mode == "uncertainty":
+            return (0.5 * torch.exp(-self.log_vars)).detach()
+        if self.mode == "dwa" and len(self.history) >= 2:
+            ratio = self.history[-1] / self.history[-2].clamp_min(1e-12)
+            return self.weights.sum() * torch.softmax(ratio / self.temperature, dim=0)
+        return self.weights
+
+    def end_epoch(self, mean_losses: dict[str, float]) -> None:
+        row = torch.tensor([[mean_losses[t] for t in TASKS]], dtype=torch.float32, device=self.history.device)
+        self.history = torch.cat([self.history, row])[-2:]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # `history` grows from empty, so resize it to the stored shape before the copy
+        key = prefix + "history"
+        if key in state_dict:
+            self.history = torch.zeros_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def task_losses(out: dict[str, torch.Tensor], semseg: torch.Tensor, depth_target: torch.Tensor,
+                depth_kind: str, unit: DepthUnit, suffix: str = "") -> dict[str, torch.Tensor]:
+    return {"semseg": semseg_loss(out["semseg" + suffix], semseg),
+            "depth": depth_loss(out["depth" + suffix], depth_target, depth_kind, unit)}

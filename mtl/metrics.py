@@ -1,0 +1,103 @@
+"""The field's metrics, exactly as the course defines them.
+
+- mIoU: one confusion matrix accumulated over the whole split, ignore 255, IoU = TP/(TP+FP+FN),
+  mean over all 19 classes with a never-present class counting as 0, x100.
+- SI-logRMSE: per image over valid ground truth, both clamped >= 0.01 m, d = log y - log y_hat,
+  100 * sqrt(mean(d^2) - mean(d)^2), averaged over images; predictions clamped to [4, 300] m first.
+- multitask = max(mIoU - 50, 0) + max(50 - SI-logRMSE, 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtl.data.depth_io import DEPTH_MAX, DEPTH_MIN
+from mtl.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """(C, C) int64 counts; rows = ground truth, columns = prediction."""
+    keep = target != ignore_index
+    idx = target[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def iou_per_class(conf: torch.Tensor) -> torch.Tensor:
+    conf = conf.double()
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.zeros_like(tp))  # absent class -> 0
+
+
+def miou(conf: torch.Tensor) -> float:
+    return float(iou_per_class(conf).mean() * 100.0)
+
+
+class ConfusionMatrix:
+    """Accumulates one confusion matrix over a split."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).cpu()
+
+    def miou(self) -> float:
+        return miou(self.matrix)
+
+    def per_class(self) -> dict[str, float]:
+        return {name: float(v) * 100.0 for name, v in zip(CLASS_NAMES, iou_per_class(self.matrix), strict=True)}
+
+
+def si_log_rmse_per_image(pred_m: torch.Tensor, target_m: torch.Tensor) -> torch.Tensor:
+    """pred, target (B, 1, H, W) or (B, H, W) in metres, NaN target = invalid -> (B',) per image, x100,
+    for the images that have valid pixels."""
+    pred = pred_m.double().clamp(DEPTH_MIN, DEPTH_MAX).clamp_min(0.01).flatten(1)
+    target = target_m.double().flatten(1)
+    valid = torch.isfinite(target) & (target > 0)
+    d = torch.where(valid, target.clamp_min(0.01).log() - pred.log(), torch.zeros_like(pred))
+    n = valid.sum(1)
+    has = n > 0
+    mean = d.sum(1)[has] / n[has]
+    mean_sq = (d * d).sum(1)[has] / n[has]
+    return 100.0 * torch.sqrt((mean_sq - mean * mean).clamp_min(0.0))
+
+
+def si_log_rmse(pred_m: torch.Tensor, target_m: torch.Tensor) -> float:
+    return float(si_log_rmse_per_image(pred_m, target_m).mean())
+
+
+def multitask_score(miou_value: float, silog_value: float) -> float:
+    return max(miou_value - 50.0, 0.0) + max(50.0 - silog_value, 0.0)
+
+
+class DepthMetrics:
+    """SI-logRMSE averaged over images, plus abs rel, RMSE and delta < 1.25 over all valid pixels."""
+
+    def __init__(self) -> None:
+        self.silog: list[torch.Tensor] = []
+        self.pixels = 0
+        self.abs_rel = self.sq_err = self.delta1 = 0.0
+
+    def update(self, pred_m: torch.Tensor, target_m: torch.Tensor) -> None:
+        pred_m, target_m = pred_m.detach().cpu(), target_m.detach().cpu()
+        self.silog.append(si_log_rmse_per_image(pred_m, target_m))
+        pred = pred_m.double().clamp(DEPTH_MIN, DEPTH_MAX)
+        valid = torch.isfinite(target_m) & (target_m > 0)
+        p, t = pred[valid], target_m.double()[valid]
+        self.pixels += int(valid.sum())
+        self.abs_rel += float(((p - t).abs() / t).sum())
+        self.sq_err += float(((p - t) ** 2).sum())
+        self.delta1 += float((torch.maximum(p / t, t / p) < 1.25).sum())
+
+    def compute(self) -> dict[str, float]:
+        per_image = torch.cat(self.silog) if self.silog else torch.zeros(0)
+        n = max(self.pixels, 1)
+        return {
+            "depth_silog": float(per_image.mean()) if per_image.numel() else float("nan"),
+            "depth_abs_rel": self.abs_rel / n,
+            "depth_rmse": (self.sq_err / n) ** 0.5,
+            "depth_delta1": 100.0 * self.delta1 / n,
+        }

@@ -1,0 +1,31 @@
+"""Run profiles: how big a run is on this hardware - data size, resolution, epochs, loader workers.
+
+A profile never touches what an experiment compares: the search layer drops every profile key
+that the spec ablates, and TrialConfig fields outside these stay as the spec says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # CI and tests: seconds per trial; a narrow decoder keeps CPU steps tiny.
+    "smoke": {"image_size": [32, 64], "crop_size": 32, "train_images": 16, "val_images": 8, "test_images": 8,
+              "epochs": 2, "val_batch_size": 8, "num_workers": 0, "decoder_channels": 32},
+    # A laptop or this 2-core machine: an ablation of a few trials in about ten minutes.
+    "cpu": {"image_size": [64, 128], "crop_size": 64, "train_images": 96, "val_images": 32, "test_images": 32,
+            "epochs": 6, "val_batch_size": 16, "num_workers": 0, "decoder_channels": 128},
+    # Course scale: 20 000 train images at 256x512, 16 epochs, on a GPU.
+    "full": {"image_size": [256, 512], "crop_size": 256, "train_images": 20000, "val_images": 2500,
+             "test_images": 2500, "epochs": 16, "val_batch_size": 8, "num_workers": 4},
+}
+PROFILE_NAMES = ("auto", *PROFILES)
+
+
+def resolve_profile(name: str, cuda_available: bool) -> str:
+    """`auto` means `full` with a GPU and `cpu` without one."""
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"profile must be one of {PROFILE_NAMES}, got {name!r}")
+    if name == "auto":
+        return "full" if cuda_available else "cpu"
+    return name

@@ -1,0 +1,212 @@
+"""One training run: a `TrialConfig` in, a trained multi-task model and its metrics out.
+
+    python -m mtl.train [--config FILE.yaml] [--profile smoke|cpu|full] [--out DIR] [key=value ...]
+
+prints one line per epoch and a final JSON line. Inside Ray Tune, `search.trainable` calls
+`train(cfg, report, checkpoint_dir)` with a `report` that forwards to `tune.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from mtl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mtl.config import ConfigError, TrialConfig, parse_overrides
+from mtl.data.datasets import open_dataset
+from mtl.data.loading import build_data, make_loader
+from mtl.data.transforms import JointTransform
+from mtl.engine import Diverged, Runtime, evaluate, train_one_epoch
+from mtl.export import export_predictions
+from mtl.losses import TaskWeighting
+from mtl.models import build_model, count_parameters
+from mtl.optim import build_optimizer, build_scheduler
+from mtl.profiles import PROFILE_NAMES, PROFILES, resolve_profile
+
+Report = Callable[[dict[str, Any], str | None], None]
+
+
+def resolve_device(cfg: TrialConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was requested but no CUDA GPU is available")
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def make_runtime(cfg: TrialConfig, device: torch.device, unit) -> Runtime:
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    amp = dtypes[cfg.amp] if device.type == "cuda" and cfg.amp != "off" else None
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    return Runtime(device, unit, cfg.depth_loss, amp, scaler, cfg.channels_last and device.type == "cuda")
+
+
+def _seed(cfg: TrialConfig, device: torch.device) -> None:
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)  # CPU runs repeat exactly
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+
+
+class _Run:
+    """The objects of one run, built from the config; `state()` / `load()` make checkpoints."""
+
+    def __init__(self, cfg: TrialConfig, progress: bool) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg)
+        _seed(cfg, self.device)
+        self.data = build_data(cfg, progress=progress)
+        self.model = build_model(cfg).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.weighting = TaskWeighting(cfg.task_weighting, tuple(cfg.loss_weights), cfg.dwa_temperature).to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model, self.weighting)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.rt = make_runtime(cfg, self.device, self.data.unit)
+        self.train_loader = make_loader(self.data.train, cfg.batch_size, cfg.seed, True, cfg.num_workers)
+        self.val_loader = make_loader(self.data.val, cfg.val_batch_size, cfg.seed, False, cfg.num_workers)
+        self.parameters = count_parameters(self.model)
+        self.epoch = 0
+        self.best: dict[str, float] = {"best_multitask": float("-inf"), "best_epoch": 0}
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "weighting": self.weighting.state_dict(),
+                "scaler": self.rt.scaler.state_dict() if self.rt.scaler else None, "epoch": self.epoch,
+                "best": self.best, "rng": rng_state(), "config": self.cfg.to_flat()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.weighting.load_state_dict(state["weighting"])
+        if self.rt.scaler is not None and state.get("scaler"):
+            self.rt.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.best = state["epoch"], state["best"]
+        set_rng_state(state["rng"])
+
+    def run_epoch(self) -> dict[str, Any]:
+        cfg, epoch = self.cfg, self.epoch
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.train_loader.sampler.set_epoch(epoch)
+        train = train_one_epoch(self.model, self.train_loader, self.optimizer, self.weighting, self.rt)
+        weights = self.weighting.current_weights().tolist()  # the weights this epoch trained with
+        self.weighting.end_epoch({"semseg": train["train_semseg_loss"], "depth": train["train_depth_loss"]})
+        self.scheduler.step()
+        val = evaluate(self.model, self.val_loader, self.rt, cfg.tta)
+        self.epoch = epoch + 1
+        if val["multitask"] > self.best["best_multitask"]:
+            self.best = {"best_multitask": val["multitask"], "best_epoch": self.epoch}
+        return {"epoch": self.epoch, **train, **val, "lr": lr, "w_semseg": weights[0], "w_depth": weights[1],
+                "epoch_seconds": time.perf_counter() - start, "peak_memory_mb": _peak_memory_mb(self.device),
+                "parameters": self.parameters, **self.best,
+                "status": "completed" if self.epoch == cfg.epochs else "running"}
+
+
+def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:
+    """The report of a run whose loss blew up: the field scores such a model 0."""
+    return {"epoch": run.epoch + 1, "status": "diverged", "diverged_reason": str(error), "multitask": 0.0,
+            "semseg_miou": float("nan"), "depth_silog": float("nan"), "parameters": run.parameters, **run.best}
+
+
+def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
+          out_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train (or resume from `checkpoint_dir`) and call report(metrics, checkpoint_path) every epoch.
+
+    Checkpoints go to out_dir/last and out_dir/best when `out_dir` is given, otherwise to a temporary
+    directory that lives until `report` returns (Tune copies it to the experiment storage)."""
+    report = report or (lambda metrics, path: None)
+    run = _Run(cfg, progress)
+    state = load_checkpoint(checkpoint_dir, run.device) if checkpoint_dir else None
+    if state is not None:
+        run.load(state)
+    metrics: dict[str, Any] = {"epoch": run.epoch, "status": "completed", **run.best}
+    while run.epoch < cfg.epochs:
+        try:
+            metrics = run.run_epoch()
+        except Diverged as e:
+            metrics = _diverged(run, e)
+            report(metrics, None)
+            return metrics
+        with (nullcontext(str(Path(out_dir) / "last")) if out_dir else tempfile.TemporaryDirectory()) as ckpt:
+            save_checkpoint(ckpt, run.state())
+            if out_dir and run.best["best_epoch"] == run.epoch:
+                save_checkpoint(Path(out_dir) / "best", run.state())
+            report(metrics, ckpt)
+    if cfg.export_predictions and out_dir:
+        export_test_predictions(run, Path(out_dir) / "predictions")
+    return metrics
+
+
+def export_test_predictions(run: _Run, out: Path) -> int:
+    cfg = run.cfg
+    test = open_dataset(run.data.root, "test", JointTransform(train=False, multiple=1), limit=cfg.counts()["test"])
+    return export_predictions(run.model, test, run.rt, out, cfg.tta, cfg.val_batch_size)
+
+
+def _epoch_line(m: dict[str, Any]) -> str:
+    if m.get("status") == "diverged":
+        return f"epoch {m['epoch']:3d}  DIVERGED: {m['diverged_reason']}"
+    return (f"epoch {m['epoch']:3d}  loss {m['train_loss']:.4f}  multitask {m['multitask']:6.2f}  "
+            f"mIoU {m['semseg_miou']:6.2f}  SI-log {m['depth_silog']:6.2f}  lr {m['lr']:.2e}  "
+            f"{m['train_img_per_s']:.1f} img/s  {m['epoch_seconds']:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mtl.train", description="Train one multi-task model.")
+    p.add_argument("--config", help="YAML file of TrialConfig fields")
+    p.add_argument("--profile", choices=PROFILE_NAMES, help="scale data size, resolution and epochs")
+    p.add_argument("--out", help="run directory (default runs/<timestamp>)")
+    p.add_argument("overrides", nargs="*", help="key=value TrialConfig overrides")
+    a = p.parse_args(argv)
+    try:
+        values = parse_overrides(a.overrides)
+        if a.profile:
+            values = {**PROFILES[resolve_profile(a.profile, torch.cuda.is_available())], **values}
+        cfg = TrialConfig.from_yaml(a.config, values) if a.config else TrialConfig.from_dict(values, "command line")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_flat(), sort_keys=False))
+    with open(out / "metrics.jsonl", "a") as log:
+        def report(metrics: dict[str, Any], _path: str | None) -> None:
+            print(_epoch_line(metrics), flush=True)
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+
+        final = train(cfg, report, checkpoint_dir=out / "last", out_dir=out, progress=True)
+    print(json.dumps({k: v for k, v in final.items() if not k.startswith("iou_")}))
+    return 0 if final.get("status") != "diverged" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

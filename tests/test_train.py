@@ -1,0 +1,109 @@
+"""The standalone trainer: learning, exact resume, divergence, CLI, prediction export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtl.config import TrialConfig
+from mtl.profiles import PROFILES
+from mtl.train import main, train
+
+SMOKE = TrialConfig.from_dict({**PROFILES["smoke"], "optimizer": "adam", "lr": 1e-3})
+KEYS = ("train_loss", "multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "lr")
+
+
+def _collect():
+    history = []
+    return history, lambda metrics, path: history.append((dict(metrics), path))
+
+
+def test_two_epoch_run_learns_and_reports_everything():
+    history, report = _collect()
+    final = train(SMOKE, report)
+    assert [m["epoch"] for m, _ in history] == [1, 2]
+    first, second = history[0][0], history[1][0]
+    assert second["train_loss"] < first["train_loss"]
+    for key in (*KEYS, "train_img_per_s", "eval_img_per_s", "epoch_seconds", "peak_memory_mb", "parameters",
+                "iou_road", "iou_bicycle", "depth_rmse", "depth_delta1", "best_multitask", "best_epoch"):
+        assert key in second, key
+    assert first["status"] == "running" and final["status"] == "completed"
+    assert all(path is not None for _, path in history)  # a checkpoint with every report
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = SMOKE.replace(epochs=3)
+    full, report = _collect()
+    train(cfg, report)
+
+    def crash_after_two(metrics, path):
+        if metrics["epoch"] == 2:
+            raise _Crash  # the node dies right after epoch 2 was checkpointed
+
+    with pytest.raises(_Crash):
+        train(cfg, crash_after_two, out_dir=tmp_path)
+    resumed, report = _collect()
+    train(cfg, report, checkpoint_dir=tmp_path / "last", out_dir=tmp_path)
+    assert [m["epoch"] for m, _ in resumed] == [3]
+    for key in KEYS:
+        assert resumed[0][0][key] == pytest.approx(full[2][0][key], rel=1e-6, abs=1e-9), key
+
+
+def test_exploding_lr_ends_as_diverged():
+    history, report = _collect()
+    final = train(SMOKE.replace(optimizer="sgd", lr=1e6, epochs=3), report)
+    assert final["status"] == "diverged" and final["multitask"] == 0.0
+    assert "loss became" in final["diverged_reason"]
+    assert history[-1][0]["status"] == "diverged" and history[-1][1] is None
+
+
+def test_forced_nan_ends_as_diverged(monkeypatch):
+    import mtl.engine as engine
+
+    real = engine.task_losses
+
+    def poisoned(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        losses["depth"] = losses["depth"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(engine, "task_losses", poisoned)
+    final = train(SMOKE)
+    assert final["status"] == "diverged" and final["epoch"] == 1
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "dwa"])
+def test_learned_task_weighting_trains(weighting):
+    history, report = _collect()
+    train(SMOKE.replace(task_weighting=weighting, epochs=3), report)
+    weights = [(m["w_semseg"], m["w_depth"]) for m, _ in history]
+    assert weights[0] == pytest.approx((0.5, 0.5), abs=0.01)  # both start from the 0.5 / 0.5 baseline
+    assert weights[-1] != pytest.approx((0.5, 0.5), abs=1e-4)  # learned (uncertainty) or loss-ratio driven (dwa)
+
+
+def test_cli_writes_run_dir_and_exports_test_predictions(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--profile", "smoke", "--out", str(out), "epochs=1", "export_predictions=true",
+                 "architecture=distilled"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("epoch   1") and json.loads(lines[-1])["status"] == "completed"
+    assert (out / "last" / "state.pt").is_file() and (out / "best" / "state.pt").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    semseg = sorted((out / "predictions" / "semseg").iterdir())
+    depth = sorted((out / "predictions" / "depth").iterdir())
+    assert len(semseg) == len(depth) == PROFILES["smoke"]["test_images"]
+    label, cm = np.asarray(Image.open(semseg[0])), np.asarray(Image.open(depth[0]))
+    assert label.shape == (32, 64) and label.max() < 19 and cm.dtype == np.uint16 and cm.min() >= 400
+
+
+def test_cli_rejects_bad_keys(capsys):
+    assert main(["--profile", "smoke", "optimiser=adam"]) == 2
+    assert "unknown key 'optimiser' (did you mean 'optimizer'?)" in capsys.readouterr().err
