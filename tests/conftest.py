@@ -25,3 +25,25 @@ def tiny_synth(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     generate(root, TINY_COUNTS, TINY_SIZE, seed=0, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray cluster (2 CPUs) for this test module; yields its GCS address."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ctx.address_info["gcs_address"]
+    ray.shutdown()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_spec(tmp_path: Path, body: str, name: str = "exp") -> Path:
+    """A spec file on top of the shipped template baseline."""
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nbase: [{REPO / 'search' / 'spaces' / 'base.yaml'}]\n{body}")
+    return spec

@@ -1,0 +1,1 @@
+"""Ray Tune glue: experiment specs -> trials, the trainable, schedulers, searchers, storage, callbacks."""

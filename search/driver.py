@@ -1,0 +1,138 @@
+"""Run a configured experiment on Ray Tune: start or join Ray, fit or restore, write results."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from mtl.config import TrialConfig
+from mtl.data.cache import ensure_synthetic
+from search import tuning
+from search.results import compact_table, parquet_bytes, results_frame
+from search.storage import Storage
+from search.trials import Experiment
+
+RESULTS_FILE = "results.parquet"
+RECORD_FILE = "mtl_experiment.json"
+
+
+def _init_ray(args: argparse.Namespace) -> str | None:
+    """Join `--address`, reuse an initialised Ray, or start a local one (dashboard on 127.0.0.1 only)."""
+    if ray.is_initialized():
+        return None
+    if args.address:
+        return ray.init(address=args.address).dashboard_url or None
+    ctx = ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1")
+    return ctx.dashboard_url or None
+
+
+def _prepare_data(exp: Experiment) -> None:
+    """Generate the synthetic datasets once on the driver, not in racing trials (they would wait on a lock)."""
+    seen = set()
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        key = (tuple(cfg.counts().items()), tuple(cfg.image_size), cfg.data_seed)
+        if cfg.synthetic and key not in seen:
+            seen.add(key)
+            root = ensure_synthetic(cfg.counts(), tuple(cfg.image_size), cfg.data_seed, progress=True)
+            print(f"data: synthetic {cfg.image_size[0]}x{cfg.image_size[1]} at {root}", flush=True)
+
+
+def _callbacks(exp: Experiment, args: argparse.Namespace, storage: Storage) -> tuple[list, str | None]:
+    if args.wandb == "off":
+        return [], None
+    os.environ["WANDB_MODE"] = args.wandb
+    local = storage.experiment(exp.name) if not storage.is_s3 else str(Path(tempfile.gettempdir()) / "mtl-tune")
+    wandb_dir = str(Path(local) / "wandb")
+    Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    callback = tuning.FullConfigWandbCallback(exp, project=f"mtl-tune-{exp.name}", group=exp.name, mode=args.wandb,
+                                              dir=wandb_dir)
+    return [callback], wandb_dir
+
+
+def _resources(exp: Experiment, args: argparse.Namespace) -> tuple[float, float]:
+    cpus = args.cpus_per_trial or exp.spec.resources.cpus
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else exp.spec.resources.gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return cpus, gpus
+
+
+def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callbacks: list) -> tune.Tuner:
+    cpus, gpus = _resources(exp, args)
+    trainable = tuning.trainable(exp, cpus, gpus)
+    path = storage.display(storage.experiment(exp.name))
+    if args.resume:
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=storage.tune_filesystem())
+    run_config = tune.RunConfig(
+        name=exp.name, storage_path=storage.tune_storage_path(), storage_filesystem=storage.tune_filesystem(),
+        failure_config=tune.FailureConfig(max_failures=3),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=exp.metric,
+                                                checkpoint_score_order=exp.mode),
+        callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1)
+    max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
+    return tune.Tuner(trainable, param_space=tuning.param_space(exp),
+                      tune_config=tuning.tune_config(exp, max_concurrent), run_config=run_config)
+
+
+def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb_dir: str | None) -> None:
+    where = storage.display(storage.experiment(exp.name))
+    print(f"experiment: {where}  ({exp.trial_count()} trials; resume with --resume)", flush=True)
+    if dashboard:
+        print(f"Ray dashboard: http://{dashboard}" if "://" not in dashboard else f"Ray dashboard: {dashboard}")
+    else:
+        print("Ray dashboard: on a cluster, `ray dashboard cluster/aws.yaml` opens it through an SSH tunnel")
+    print(f"TensorBoard: tensorboard --logdir {where}")
+    if wandb_dir:
+        print(f"W&B: project mtl-tune-{exp.name}, run files in {wandb_dir}" +
+              (" (offline: `wandb sync` them later)" if os.environ.get("WANDB_MODE") == "offline" else ""))
+
+
+def _interrupt_sentinel(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _fit(tuner: tune.Tuner):
+    """fit() and whether Ctrl-C (SIGINT) interrupted it. Tune's handler saves the experiment, stops, and
+    puts back the handler it found - only when it fired - so finding our sentinel again means it fired."""
+    previous = signal.signal(signal.SIGINT, _interrupt_sentinel)
+    try:
+        result_grid = tuner.fit()
+        return result_grid, signal.getsignal(signal.SIGINT) is _interrupt_sentinel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
+    from search.cli import EXIT_INTERRUPTED, experiment_record
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
+    # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    dashboard = _init_ray(args)
+    exp_path = storage.experiment(exp.name)
+    if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
+        storage.write_text(f"{exp_path}/{RECORD_FILE}", experiment_record(exp, args))
+    callbacks, wandb_dir = _callbacks(exp, args, storage)
+    _watch_lines(exp, storage, dashboard, wandb_dir)
+    _prepare_data(exp)
+    result_grid, interrupted = _fit(_tuner(exp, args, storage, callbacks))
+    df = results_frame(exp, result_grid)
+    storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(df))
+    print(compact_table(df))
+    print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
+    if interrupted:
+        print("interrupted: finished trials are kept; continue with the same command and --resume", flush=True)
+        return EXIT_INTERRUPTED
+    if args.report:
+        from analysis.report import build_report
+
+        print(f"report: {build_report(storage.display(exp_path))}")
+    return 0

@@ -1,0 +1,123 @@
+"""`--dry-run`: the trial table, a compute budget from a short throughput probe, and early warnings."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from mtl.config import TrialConfig
+from mtl.data.depth_units import DepthUnit
+from mtl.engine import Runtime
+from mtl.losses import TaskWeighting, task_losses
+from mtl.models import build_model
+from mtl.models.encoder import _BUILDERS, _cached_weights_path
+from mtl.optim import build_optimizer
+from search.trials import Experiment, _fmt
+
+
+def trial_table(exp: Experiment) -> str:
+    rows = []
+    for row in exp.rows:
+        overrides = ", ".join(f"{k}={_fmt(v)}" for k, v in row.overrides.items()) or "(spec defaults)"
+        for seed in (exp.seeds[:1] if exp.algorithm == "optuna" else exp.seeds):
+            rows.append([len(rows) + 1, row.name + (" *" if row is exp.baseline else ""), overrides, seed])
+    text = tabulate(rows, headers=["#", "variant (* baseline)", "overrides", "seed"])
+    if exp.space:
+        sampled = ", ".join(f"{k} ~ {next(iter(v))}{_fmt(next(iter(v.values())))}" for k, v in exp.space.items())
+        text += f"\nsampled by {exp.algorithm} ({exp.spec.search.num_samples} samples): {sampled}"
+    return text
+
+
+def missing_weights(exp: Experiment) -> list[str]:
+    """Human-readable problems with `pretrained` weights that are not available offline."""
+    problems = []
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        if cfg.pretrained is True:
+            path = _cached_weights_path(_BUILDERS[cfg.encoder][1])
+            if not path.is_file():
+                problems.append(f"{cfg.encoder} ImageNet weights are not in the torch cache ({path})")
+        elif isinstance(cfg.pretrained, str) and not Path(cfg.pretrained).expanduser().is_file():
+            problems.append(f"weights file {cfg.pretrained} not found")
+    return sorted(set(problems))
+
+
+_SHAPE = ("architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels", "batch_size", "crop_size")
+
+
+def probe_throughput(cfg: TrialConfig, steps: int = 2) -> tuple[float, float]:
+    """(train img/s, eval img/s) of this config's model at its crop size and batch size, here; measured
+    once per model shape and process."""
+    shape = tuple((k, _hashable(getattr(cfg, k))) for k in _SHAPE)
+    return _probe(shape, steps)
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+@functools.cache
+def _probe(shape: tuple, steps: int) -> tuple[float, float]:
+    cfg = TrialConfig(**dict(shape))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(cfg).to(device)
+    weighting = TaskWeighting("fixed", (0.5, 0.5)).to(device)
+    opt = build_optimizer(cfg, model)
+    rt = Runtime(device, DepthUnit("standardized", 50.0, 50.0))
+    b, (h, w) = cfg.batch_size, cfg.crop
+    x, s, d = torch.randn(b, 3, h, w, device=device), torch.randint(0, 19, (b, h, w), device=device), \
+        torch.randn(b, 1, h, w, device=device)
+
+    def step() -> None:
+        model.train()
+        loss = weighting(task_losses(model(x), s, d, "l2", rt.unit))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def timed(fn) -> float:
+        fn()
+        rt.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        rt.sync()
+        return b * steps / (time.perf_counter() - start)
+
+    train_rate = timed(step)
+    model.eval()
+    with torch.no_grad():
+        eval_rate = timed(lambda: model(x))
+    return train_rate, eval_rate
+
+
+def budget(exp: Experiment, concurrency: int, probe_steps: int = 2) -> str:
+    trials = exp.trial_count()
+    rates: dict[tuple, tuple[float, float]] = {}
+    seconds = images = epochs = 0.0
+    per_row = max(trials // max(len(exp.rows), 1), 1)
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        counts = cfg.counts()
+        key = (cfg.architecture, cfg.encoder, cfg.aspp, cfg.skip, cfg.batch_size, cfg.crop, cfg.decoder_channels)
+        if key not in rates:
+            rates[key] = probe_throughput(cfg, probe_steps)
+        train_rate, eval_rate = rates[key]
+        n_train, n_val = counts["train"] or 0, counts["val"] or 0
+        epochs += cfg.epochs * per_row
+        images += cfg.epochs * (n_train + n_val) * per_row
+        seconds += cfg.epochs * (n_train / train_rate + n_val / eval_rate) * per_row
+    hours = seconds / 3600 / max(concurrency, 1)
+    device = "CUDA GPU" if torch.cuda.is_available() else "CPU"
+    return (f"budget: {trials} trials, {int(epochs)} epochs, {int(images):,} images through the model; "
+            f"~{_hours(hours)} with {concurrency} concurrent trial(s) (probe on this {device}, "
+            f"{len(rates)} model shape(s))")
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.1f} min" if h < 1 else f"{h:.1f} h" if h < 48 else f"{math.ceil(h / 24)} days"

@@ -1,0 +1,41 @@
+"""Check the experiment storage before any trial starts: a clear error instead of a failed trial."""
+
+from __future__ import annotations
+
+import os
+
+from search.spec import SpecError
+from search.storage import Storage, s3_endpoint
+
+
+def s3_client():
+    import boto3
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-2"
+    return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=region)
+
+
+def check_storage(storage: Storage) -> None:
+    if not storage.is_s3:
+        try:
+            os.makedirs(storage.root, exist_ok=True)
+        except OSError as e:
+            raise SpecError(f"--storage {storage.uri}: cannot create the directory ({e.strerror})") from None
+        if not os.access(storage.root, os.W_OK):
+            raise SpecError(f"--storage {storage.uri}: directory is not writable")
+        return
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket = storage.root.split("/", 1)[0]
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+    except NoCredentialsError:
+        raise SpecError(f"--storage {storage.uri}: no AWS credentials found (environment, ~/.aws or an instance "
+                        "profile)") from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "?")
+        what = {"404": "does not exist", "NoSuchBucket": "does not exist", "403": "is not accessible with these "
+                "credentials", "AccessDenied": "is not accessible with these credentials"}.get(code, f"failed ({code})")
+        raise SpecError(f"--storage {storage.uri}: bucket {bucket!r} {what}") from None
+    except BotoCoreError as e:
+        raise SpecError(f"--storage {storage.uri}: cannot reach S3 ({e})") from None

@@ -1,0 +1,182 @@
+"""The experiment spec: a YAML file that expands into Ray Tune trials.
+
+    name: task_weights
+    base: [../search/spaces/base.yaml]           # spec fragments merged in order, relative to this file
+    fixed: {optimizer: adam, lr: 1.0e-4}         # TrialConfig overrides for every trial
+    variants: [{name: "seg 0.2 / depth 0.8", loss_weights: [0.2, 0.8]}, ...]
+    grid: {encoder: [resnet18, resnet34]}        # cross product with the variants
+    zip: {batch_size: [2, 4], epochs: [8, 16]}   # coupled axes of equal length
+    space: {lr: {loguniform: [1.0e-5, 1.0e-1]}}  # sampled by the search algorithm
+    seeds: 3                                     # or a list
+    search: {algorithm: grid|random|optuna, num_samples: 32, max_concurrent: 4}
+    scheduler: {type: none|asha|median, grace_period: 2, reduction_factor: 3}
+    metric: multitask                            # mode: max unless the metric is an error
+    resources: {cpus: 1, gpus: 0.25}
+    report: {columns: [...], order: [...], baseline: "..."}
+    trial_price_per_hour: 0.27                   # optional: cost column in reports
+
+Every problem is a `SpecError` naming the file and the key, raised before anything starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mtl.config import TrialConfig, validation_message
+
+
+class SpecError(ValueError):
+    """A malformed experiment spec. The message names the file and the key."""
+
+
+REPORTED_METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1",
+                    "train_loss", "train_semseg_loss", "train_depth_loss")
+LOWER_IS_BETTER = ("depth_silog", "depth_abs_rel", "depth_rmse", "train_loss", "train_semseg_loss", "train_depth_loss")
+SAMPLERS = ("loguniform", "uniform", "quniform", "randint", "choice")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchBlock(_Strict):
+    algorithm: Literal["grid", "random", "optuna"] | None = None  # default: grid, or random with a space
+    num_samples: int = Field(1, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class SchedulerBlock(_Strict):
+    type: Literal["none", "asha", "median"] | None = None  # default: none for matrices, asha with a space
+    grace_period: int = Field(2, ge=1)  # epochs
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class ResourcesBlock(_Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float | None = Field(None, ge=0)  # default: 1 per trial when the cluster has GPUs, else 0
+
+
+class ReportBlock(_Strict):
+    columns: list[str] | None = None
+    order: list[str] | None = None
+    baseline: str | None = None
+    title: str | None = None
+
+
+class Spec(_Strict):
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    base: list[str] = []
+    fixed: dict[str, Any] = {}
+    variants: list[dict[str, Any]] = []
+    grid: dict[str, list[Any]] = {}
+    zip: dict[str, list[Any]] = {}
+    space: dict[str, dict[str, Any]] = {}
+    seeds: int | list[int] = 1
+    search: SearchBlock = SearchBlock()
+    scheduler: SchedulerBlock = SchedulerBlock()
+    metric: str = "multitask"
+    mode: Literal["max", "min"] | None = None
+    resources: ResourcesBlock = ResourcesBlock()
+    report: ReportBlock = ReportBlock()
+    trial_price_per_hour: float | None = Field(None, ge=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("seeds must be >= 1 or a non-empty list of distinct integers")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+
+_MERGED_DICTS = ("fixed", "grid", "zip", "space")
+_MERGED_BLOCKS = ("search", "scheduler", "resources", "report")
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a {what} must be a mapping of spec keys, got {type(data).__name__}")
+    return data
+
+
+def _check_top_keys(path: Path, data: dict[str, Any]) -> None:
+    for key in data:
+        if key not in Spec.model_fields:
+            near = difflib.get_close_matches(str(key), list(Spec.model_fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SpecError(f"{path}: unknown key {key!r}{hint}; allowed: {', '.join(Spec.model_fields)}")
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any]) -> None:
+    """Later files win: mappings merge key by key, everything else is replaced."""
+    for key, value in data.items():
+        if key in _MERGED_DICTS + _MERGED_BLOCKS and isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        else:
+            into[key] = value
+
+
+def load_raw(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Read a spec and its base files (one level: a base may not have bases of its own)."""
+    path = Path(path)
+    data = _read_yaml(path, "spec")
+    _check_top_keys(path, data)
+    merged: dict[str, Any] = {}
+    bases = data.get("base", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list):
+        raise SpecError(f"{path}: key 'base': expected a list of file paths")
+    for entry in bases:
+        base_path = (path.parent / str(entry)).resolve()
+        base = _read_yaml(base_path, f"base file (listed under 'base' in {path})")
+        _check_top_keys(base_path, base)
+        if "base" in base:
+            raise SpecError(f"{base_path}: key 'base': a base file cannot list bases of its own (no chains)")
+        _merge(merged, base)
+    _merge(merged, {k: v for k, v in data.items() if k != "base"})
+    merged.setdefault("name", path.stem)
+    merged["base"] = [str(b) for b in bases]
+    return path, merged
+
+
+def parse_spec(path: str | Path) -> tuple[Path, Spec]:
+    path, raw = load_raw(path)
+    try:
+        return path, Spec(**raw)
+    except ValidationError as e:
+        raise SpecError(validation_message(str(path), e)) from None
+
+
+def check_trial_keys(path: Path, where: str, keys) -> None:
+    fields = TrialConfig.model_fields
+    for key in keys:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SpecError(f"{path}: key '{where}.{key}': not a TrialConfig field{hint}")
+
+
+def metric_mode(spec: Spec, path: Path) -> str:
+    metric = spec.metric
+    if metric not in REPORTED_METRICS and not metric.startswith("iou_"):
+        near = difflib.get_close_matches(metric, REPORTED_METRICS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise SpecError(f"{path}: key 'metric': {metric!r} is not a reported metric{hint}; "
+                        f"allowed: {', '.join(REPORTED_METRICS)}, iou_<class>")
+    return spec.mode or ("min" if metric in LOWER_IS_BETTER else "max")

@@ -1,0 +1,83 @@
+"""Where experiments live: a local directory or `s3://bucket/prefix`, both through pyarrow.fs.
+
+S3-compatible stores: the endpoint comes from the standard AWS variables (`AWS_ENDPOINT_URL_S3`
+or `AWS_ENDPOINT_URL`), credentials and region from the usual AWS chain - never from a file of ours.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A filesystem and the experiments root inside it."""
+
+    fs: pafs.FileSystem
+    root: str  # "bucket/prefix" on S3, an absolute path locally
+    uri: str
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+    def experiment(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def tune_storage_path(self) -> str:
+        return self.root
+
+    def tune_filesystem(self) -> pafs.FileSystem | None:
+        return self.fs if self.is_s3 else None
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        with self.fs.open_output_stream(path) as f:
+            f.write(data)
+
+    def write_text(self, path: str, text: str) -> None:
+        self.write_bytes(path, text.encode())
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode()
+
+    def display(self, path: str) -> str:
+        return f"s3://{path}" if self.is_s3 else path
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    endpoint = s3_endpoint()
+    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-2"}
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
+    return pafs.S3FileSystem(**kwargs)
+
+
+def open_storage(uri: str) -> Storage:
+    if uri.startswith("s3://"):
+        return Storage(s3_filesystem(), uri[len("s3://"):].rstrip("/"), uri)
+    path = str(Path(uri).expanduser().resolve())
+    return Storage(pafs.LocalFileSystem(), path, path)
+
+
+def split_experiment_uri(uri: str) -> tuple[Storage, str]:
+    """`results/task_weights` or `s3://bucket/prefix/task_weights` -> (storage of the parent, name)."""
+    parent, name = uri.rstrip("/").rsplit("/", 1) if "/" in uri.rstrip("/") else (".", uri)
+    return open_storage(parent), name

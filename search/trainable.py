@@ -1,0 +1,39 @@
+"""The Ray Tune trainable: one trial = one `mtl.train.train` run, reported every epoch."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import yaml
+from ray import tune
+
+from mtl.train import train
+from search.trials import Experiment
+
+TRIAL_CONFIG_FILE = "trial_config.yaml"
+
+
+def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
+    """Function trainable: config in (variant, seed, sampled keys), `tune.report` out every epoch with a
+    checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged"."""
+    cfg = experiment.trial_config(config)
+    gpus = float(tune.get_context().get_trial_resources().required_resources.get("GPU", 0))
+    cpus = max(int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)), 1)
+    cfg = cfg.replace(device="cuda" if gpus > 0 else "cpu", cpu_threads=cfg.cpu_threads or cpus)
+    # The resolved config, next to Tune's params.json: what analysis and exports rebuild the model from.
+    with open(f"{tune.get_context().get_trial_dir()}/{TRIAL_CONFIG_FILE}", "w") as f:
+        yaml.safe_dump({"variant": config["variant"], **cfg.to_flat()}, f, sort_keys=False)
+    tags = {"variant": config["variant"], "seed": cfg.seed}
+
+    def report(metrics: dict[str, Any], checkpoint_path: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_path) if checkpoint_path else None
+        tune.report({**metrics, **tags}, checkpoint=checkpoint)
+
+    previous = tune.get_checkpoint()
+    if previous is None:
+        train(cfg, report)
+        return
+    with tempfile.TemporaryDirectory() as local:
+        previous.to_directory(local)  # a local copy: Tune may prune the stored one while we train
+        train(cfg, report, checkpoint_dir=local)

@@ -1,0 +1,225 @@
+"""A validated spec expanded into rows (variants x grid x zip), seeds and a sampled space.
+
+Resolution order of one trial's config: TrialConfig defaults < `fixed` (bases, then the spec) <
+profile (never an ablated key) < `--data` < the row's overrides < sampled values < seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mtl.config import ConfigError, TrialConfig
+from mtl.profiles import PROFILES
+from search.spec import SAMPLERS, Spec, SpecError, check_trial_keys, metric_mode, parse_spec
+
+REPORT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1",
+                  "parameters", "peak_memory_mb", "train_time_s", "train_img_per_s", "epochs_run", "cost")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One named combination of ablated values; every seed of it is one trial."""
+
+    name: str
+    overrides: dict[str, Any]
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    path: str
+    spec: Spec
+    rows: tuple[Row, ...]
+    seeds: tuple[int, ...]
+    ablated: tuple[str, ...]
+    metric: str
+    mode: str
+    algorithm: str
+    scheduler: str
+    profile: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)  # fixed + profile + data
+
+    @property
+    def space(self) -> dict[str, dict[str, Any]]:
+        return self.spec.space
+
+    @property
+    def baseline(self) -> Row:
+        named = self.spec.report.baseline
+        return next((r for r in self.rows if r.name == named or (not named and r.baseline)), self.rows[0])
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
+
+    def trial_config(self, config: dict[str, Any]) -> TrialConfig:
+        """The TrialConfig of the Tune trial whose param-space sample is `config`."""
+        sampled = {k: config[k] for k in self.space if k in config}
+        values = {**self.defaults, **self.row(config["variant"]).overrides, **sampled, "seed": config["seed"]}
+        return TrialConfig.from_dict(values, source=f"{self.path} (trial {config['variant']!r})")
+
+    def trial_count(self) -> int:
+        if self.algorithm == "optuna":
+            return self.spec.search.num_samples
+        samples = self.spec.search.num_samples if self.algorithm == "random" else 1
+        return len(self.rows) * len(self.seeds) * samples
+
+    def configure(self, profile: str | None, data: str | None = None) -> Experiment:
+        """Apply a run profile and a dataset; profile keys the spec ablates are left alone."""
+        scale = {k: v for k, v in PROFILES.get(profile, {}).items() if k not in self.ablated}
+        defaults = {**self.spec.fixed, **scale}
+        if data is not None:
+            defaults["data"] = data
+        if defaults.get("data", "synthetic") != "synthetic" and profile == "full":
+            for key in ("train_images", "val_images", "test_images"):
+                defaults.pop(key, None)  # course scale on real data: every image
+        exp = replace(self, profile=profile, defaults=defaults)
+        _validate_configs(exp)
+        return exp
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _axis_rows(spec: Spec, path: Path) -> list[dict[str, Any]]:
+    """The cross product of `grid` with the rows of `zip` (each a dict of overrides)."""
+    for block in ("grid", "zip"):
+        for key, values in getattr(spec, block).items():
+            if not values:
+                raise SpecError(f"{path}: key '{block}.{key}': needs at least one value")
+    lengths = {k: len(v) for k, v in spec.zip.items()}
+    if len(set(lengths.values())) > 1:
+        raise SpecError(f"{path}: key 'zip': lists must have equal length, got {lengths}")
+    zipped = [dict(zip(spec.zip, vals, strict=True)) for vals in zip(*spec.zip.values(), strict=True)] or [{}]
+    grid = [dict(zip(spec.grid, vals, strict=True)) for vals in itertools.product(*spec.grid.values())]
+    return [{**g, **z} for g in grid for z in zipped]
+
+
+def _variants(spec: Spec, path: Path) -> list[Row]:
+    rows, seen = [], set()
+    for i, v in enumerate(spec.variants):
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"].strip():
+            raise SpecError(f"{path}: key 'variants[{i}].name': every variant needs a non-empty name")
+        if v["name"] in seen:
+            raise SpecError(f"{path}: key 'variants[{i}].name': duplicate variant name {v['name']!r}")
+        seen.add(v["name"])
+        overrides = {k: val for k, val in v.items() if k not in ("name", "baseline")}
+        check_trial_keys(path, f"variants[{i}]", overrides)
+        rows.append(Row(v["name"], overrides, bool(v.get("baseline", False))))
+    if sum(r.baseline for r in rows) > 1:
+        raise SpecError(f"{path}: key 'variants': more than one variant has baseline: true "
+                        f"({', '.join(r.name for r in rows if r.baseline)})")
+    return rows
+
+
+def _rows(spec: Spec, path: Path) -> list[Row]:
+    variants = _variants(spec, path) or [Row("baseline", {}, True)]
+    axes = _axis_rows(spec, path)
+    rows = []
+    for v, a in itertools.product(variants, axes):
+        clash = set(v.overrides) & set(a)
+        if clash:
+            raise SpecError(f"{path}: key {sorted(clash)[0]!r} is set by both a variant and grid/zip")
+        label = ", ".join(f"{k}={_fmt(val)}" for k, val in a.items())
+        name = v.name if not label else (label if not spec.variants else f"{v.name} | {label}")
+        rows.append(Row(name, {**v.overrides, **a}, v.baseline and a == axes[0]))
+    return rows
+
+
+def _check_space(spec: Spec, path: Path, algorithm: str) -> None:
+    if spec.space and algorithm == "grid":
+        raise SpecError(f"{path}: key 'space': sampled axes need search.algorithm random or optuna, not grid")
+    for key, sampler in spec.space.items():
+        if not isinstance(sampler, dict) or len(sampler) != 1 or next(iter(sampler)) not in SAMPLERS:
+            raise SpecError(f"{path}: key 'space.{key}': expected one of {{{', '.join(SAMPLERS)}: ...}}")
+        kind, args = next(iter(sampler.items()))
+        if kind == "choice":
+            if not isinstance(args, list) or not args:
+                raise SpecError(f"{path}: key 'space.{key}.choice': expected a non-empty list")
+            continue
+        n = 3 if kind == "quniform" else 2
+        if not isinstance(args, list) or len(args) != n or not all(isinstance(a, (int, float)) for a in args):
+            raise SpecError(f"{path}: key 'space.{key}.{kind}': expected [low, high{', q' if n == 3 else ''}]")
+        if args[0] >= args[1] or (kind == "loguniform" and args[0] <= 0):
+            raise SpecError(f"{path}: key 'space.{key}.{kind}': need 0 < low < high for loguniform, low < high "
+                            f"otherwise; got {args}")
+
+
+def _space_probes(space: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Values to validate: both ends of each range and every choice."""
+    probes = []
+    for key, sampler in space.items():
+        kind, args = next(iter(sampler.items()))
+        values = args if kind == "choice" else [args[0], args[1] - 1 if kind == "randint" else args[1]]
+        probes += [{key: v} for v in values]
+    return probes or [{}]
+
+
+def _validate_configs(exp: Experiment) -> None:
+    for row, seed, probe in itertools.product(exp.rows, exp.seeds, _space_probes(exp.space)):
+        try:
+            TrialConfig.from_dict({**exp.defaults, **row.overrides, **probe, "seed": seed},
+                                  source=f"{exp.path} (row {row.name!r})")
+        except ConfigError as e:
+            raise SpecError(str(e)) from None
+    epochs = min(TrialConfig.from_dict({**exp.defaults, **r.overrides}).epochs for r in exp.rows)
+    if exp.scheduler != "none" and exp.spec.scheduler.grace_period > epochs:
+        raise SpecError(f"{exp.path}: key 'scheduler.grace_period': {exp.spec.scheduler.grace_period} is more than "
+                        f"the {epochs} epochs of the shortest trial")
+
+
+def _check_report(spec: Spec, path: Path, rows: list[Row]) -> None:
+    names = {r.name for r in rows}
+    rb = spec.report
+    for i, name in enumerate(rb.order or []):
+        if name not in names:
+            raise SpecError(f"{path}: key 'report.order[{i}]': no row named {name!r}; rows: {sorted(names)}")
+    if rb.baseline is not None and rb.baseline not in names:
+        raise SpecError(f"{path}: key 'report.baseline': no row named {rb.baseline!r}; rows: {sorted(names)}")
+    for i, col in enumerate(rb.columns or []):
+        if col not in REPORT_COLUMNS and not col.startswith("iou_"):
+            raise SpecError(f"{path}: key 'report.columns[{i}]': unknown column {col!r}; allowed: "
+                            f"{', '.join(REPORT_COLUMNS)}, iou_<class>")
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Parse, merge and validate a spec file; every error is a SpecError naming file and key."""
+    path, spec = parse_spec(path)
+    for block in ("fixed", "grid", "zip", "space"):
+        check_trial_keys(path, block, getattr(spec, block))
+    for key in ("seed",):
+        if key in spec.grid or key in spec.zip or key in spec.space or any(key in v for v in spec.variants):
+            raise SpecError(f"{path}: key 'seed' cannot be an axis: use 'seeds' to replicate trials")
+    for a, b in (("grid", "zip"), ("grid", "space"), ("zip", "space")):
+        clash = set(getattr(spec, a)) & set(getattr(spec, b))
+        if clash:
+            raise SpecError(f"{path}: key {sorted(clash)[0]!r} is set by both '{a}' and '{b}'")
+    algorithm = spec.search.algorithm or ("random" if spec.space else "grid")
+    _check_space(spec, path, algorithm)
+    if algorithm == "grid" and spec.search.num_samples > 1:
+        raise SpecError(f"{path}: key 'search.num_samples': only random and optuna sample; use 'seeds' to replicate")
+    rows = _rows(spec, path)
+    if any(key in spec.space for r in rows for key in r.overrides):
+        raise SpecError(f"{path}: a key is set by both a variant and 'space'")
+    first = spec.fixed.get("seed", 0)
+    seeds = tuple(spec.seeds) if isinstance(spec.seeds, list) else tuple(range(first, first + spec.seeds))
+    if algorithm == "optuna" and len(seeds) > 1:
+        raise SpecError(f"{path}: key 'seeds': optuna proposes each trial itself; replicate with num_samples instead")
+    _check_report(spec, path, rows)
+    ablated = tuple(dict.fromkeys([k for r in rows for k in r.overrides] + list(spec.space)))
+    exp = Experiment(name=spec.name or path.stem, path=str(path), spec=spec, rows=tuple(rows), seeds=seeds,
+                     ablated=ablated, metric=spec.metric, mode=metric_mode(spec, path), algorithm=algorithm,
+                     scheduler=spec.scheduler.type or ("asha" if spec.space else "none"),
+                     defaults=dict(spec.fixed))
+    _validate_configs(exp)
+    return exp

@@ -1,0 +1,120 @@
+"""Assemble Ray Tune's own pieces for an `Experiment`: param space, scheduler, searcher, configs."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any
+
+from ray import tune
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from mtl.config import TrialConfig
+from search.trainable import run_trial
+from search.trials import Experiment
+
+PROGRESS_METRICS = {"epoch": "epoch", "multitask": "multitask", "semseg_miou": "mIoU", "depth_silog": "SI-log",
+                    "status": "result"}
+
+
+def _sampler(spec: dict[str, Any]):
+    kind, args = next(iter(spec.items()))
+    if kind == "choice":
+        return tune.choice(args)
+    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,
+            "quniform": tune.quniform}[kind](*args)
+
+
+def param_space(exp: Experiment) -> dict[str, Any]:
+    """What Tune varies: the row name, the seed and the sampled keys. The trainable resolves the rest."""
+    names = [r.name for r in exp.rows]
+    if exp.algorithm == "optuna":
+        variant = tune.choice(names) if len(names) > 1 else names[0]
+        seed = exp.seeds[0]
+    else:
+        variant = tune.grid_search(names) if len(names) > 1 else names[0]
+        seed = tune.grid_search(list(exp.seeds)) if len(exp.seeds) > 1 else exp.seeds[0]
+    return {"variant": variant, "seed": seed, **{k: _sampler(v) for k, v in exp.space.items()}}
+
+
+def max_epochs(exp: Experiment) -> int:
+    return max(TrialConfig.from_dict({**exp.defaults, **r.overrides}).epochs for r in exp.rows)
+
+
+def scheduler(exp: Experiment) -> TrialScheduler:
+    s = exp.spec.scheduler
+    if exp.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(exp), grace_period=s.grace_period,
+                             reduction_factor=s.reduction_factor)
+    if exp.scheduler == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period)
+    return FIFOScheduler()
+
+
+def search_alg(exp: Experiment, max_concurrent: int | None) -> Searcher | None:
+    if exp.algorithm != "optuna":
+        return None
+    optuna = OptunaSearch(metric=exp.metric, mode=exp.mode, seed=exp.seeds[0])
+    return ConcurrencyLimiter(optuna, max_concurrent=max_concurrent) if max_concurrent else optuna
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")[:60]
+
+
+def trial_name(trial) -> str:
+    return f"{trial.trial_id} {trial.config.get('variant')} s{trial.config.get('seed')}"
+
+
+def trial_dirname(trial) -> str:
+    return f"{trial.trial_id}_{_slug(str(trial.config.get('variant')))}_s{trial.config.get('seed')}"
+
+
+def tune_config(exp: Experiment, max_concurrent: int | None) -> tune.TuneConfig:
+    searcher = search_alg(exp, max_concurrent)
+    samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
+    return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=scheduler(exp), search_alg=searcher,
+                           num_samples=samples, max_concurrent_trials=None if searcher else max_concurrent,
+                           trial_name_creator=trial_name, trial_dirname_creator=trial_dirname)
+
+
+def trainable(exp: Experiment, cpus: float, gpus: float):
+    return tune.with_resources(tune.with_parameters(run_trial, experiment=exp), {"cpu": cpus, "gpu": gpus})
+
+
+def reporter(exp: Experiment) -> tune.CLIReporter:
+    """Tune's progress table: the ablated keys, then multitask / semseg / depth / epoch per trial."""
+    columns = {"variant": "variant", "seed": "seed", **{k: k for k in exp.space}}
+    return tune.CLIReporter(parameter_columns=columns, metric_columns=PROGRESS_METRICS, max_report_frequency=30,
+                            sort_by_metric=False, max_progress_rows=40)
+
+
+class _FlushingLoggingActor(_WandbLoggingActor):
+    """Ray kills a logging actor as soon as its `run` returns, but wandb-core writes the run's records
+    after `wandb.finish()` returns: wait for it, or the first trials' offline runs stay empty."""
+
+    def run(self):
+        super().run()
+        self._wandb.teardown()
+
+
+class FullConfigWandbCallback(WandbLoggerCallback):
+    """W&B logging with the trial's whole resolved TrialConfig as the run config (Tune's trial config
+    only holds the variant, the seed and sampled keys)."""
+
+    _logger_actor_cls = _FlushingLoggingActor
+
+    def __init__(self, experiment: Experiment, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._resolve = partial(_full_config, experiment)
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        wandb_init_kwargs["config"] = self._resolve(trial.config)
+        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+
+
+def _full_config(exp: Experiment, config: dict[str, Any]) -> dict[str, Any]:
+    return {"variant": config["variant"], **exp.trial_config(config).to_flat()}

@@ -1,0 +1,151 @@
+"""Searches end to end on a real local Ray (2 CPUs), smoke profile."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import REPO, write_spec
+
+from search.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _run(spec, storage, *extra) -> int:
+    return main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report", *extra])
+
+
+def test_grid_search_with_a_diverging_trial_and_wandb_offline(ray_local, tmp_path, capsys):
+    spec = write_spec(tmp_path, """
+fixed: {optimizer: adam, lr: 1.0e-3}
+variants:
+  - {name: steady, baseline: true}
+  - {name: exploding, optimizer: sgd, lr: 1000.0}
+""", name="grid_e2e")
+    assert _run(spec, tmp_path / "results", "--wandb", "offline") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "profile: smoke"
+    assert "TensorBoard: tensorboard --logdir" in out and "W&B: project mtl-tune-grid_e2e" in out
+    exp_dir = tmp_path / "results" / "grid_e2e"
+    df = pd.read_parquet(exp_dir / "results.parquet")
+    assert len(df) == 2
+    status = dict(zip(df["variant"], df["status"], strict=True))
+    assert status == {"steady": "completed", "exploding": "diverged"}
+    steady = df[df["variant"] == "steady"].iloc[0]
+    assert steady["epochs_run"] == 2 and steady["config/optimizer"] == "adam" and steady["config/image_size"] == \
+        "[32, 64]"
+    for column in ("multitask", "semseg_miou", "depth_silog", "best_multitask", "best_epoch", "train_time_s",
+                   "parameters", "peak_memory_mb"):
+        assert column in df
+    record = json.loads((exp_dir / "mtl_experiment.json").read_text())
+    assert record["profile"] == "smoke" and record["baseline"] == "steady"
+    trial_dirs = sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name != "wandb")
+    assert all((d / "trial_config.yaml").is_file() and (d / "progress.csv").is_file() for d in trial_dirs)
+    # W&B offline: one run per trial, whose config is the whole resolved TrialConfig
+    runs = sorted((exp_dir / "wandb").rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2
+    logged = [_wandb_items(r) for r in runs]
+    assert {c["variant"] for c in logged} == {"steady", "exploding"}
+    assert all(c["loss_weights"] == [0.5, 0.5] and c["image_size"] == [32, 64] for c in logged)
+    assert {c["optimizer"] for c in logged} == {"adam", "sgd"}
+
+
+def _wandb_items(path) -> dict:
+    """Key -> JSON value items of an offline run's transaction log (wandb >= 0.19 has no Python reader;
+    each config item is a protobuf message: key (field 1) then value_json (field 16))."""
+    data, items = path.read_bytes(), {}
+    for m in re.finditer(rb"\n([\x01-\x7f])([A-Za-z_][A-Za-z0-9_]*)\x82\x01([\x01-\x7f])", data):
+        if len(m.group(2)) != m.group(1)[0]:
+            continue
+        raw = data[m.end():m.end() + m.group(3)[0]]
+        try:
+            items.setdefault(m.group(2).decode(), json.loads(raw))
+        except ValueError:
+            continue
+    return items
+
+
+def test_optuna_with_asha_stops_trials_early(ray_local, tmp_path):
+    spec = write_spec(tmp_path, """
+fixed: {optimizer: adam}
+space:
+  lr: {loguniform: [1.0e-5, 1.0e-1]}
+  depth_loss: {choice: [l1, l2]}
+search: {algorithm: optuna, num_samples: 6, max_concurrent: 2}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+metric: depth_silog
+""", name="optuna_e2e")
+    assert _run(spec, tmp_path / "results") == 0
+    df = pd.read_parquet(tmp_path / "results" / "optuna_e2e" / "results.parquet")
+    assert len(df) == 6
+    assert df["config/lr"].nunique() == 6 and df["config/lr"].between(1e-5, 1e-1).all()
+    statuses = set(df["status"])
+    assert statuses <= {"completed", "stopped early at epoch 1", "diverged"}
+    assert "stopped early at epoch 1" in statuses  # ASHA halved the field at the first rung
+    stopped = df[df["status"] == "stopped early at epoch 1"]
+    assert (stopped["epochs_run"] == 1).all()
+
+
+def _epochs(trial_dir) -> list[int]:
+    lines = (trial_dir / "result.json").read_text().splitlines() if (trial_dir / "result.json").is_file() else []
+    return [json.loads(line)["epoch"] for line in lines]
+
+
+def _checkpointed(trial_dir) -> int:
+    """Epochs with a persisted checkpoint (checkpoint_000000 is epoch 1)."""
+    indices = [int(p.name.split("_")[1]) for p in trial_dir.glob("checkpoint_*")]
+    return max(indices) + 1 if indices else 0
+
+
+def _trial_dir(exp_dir, variant: str):
+    return next((d for d in exp_dir.glob(f"*_{variant}_s0") if d.is_dir()), None)
+
+
+def _wait_for(condition, timeout: float, proc) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "timed out waiting for the search to get going"
+        time.sleep(0.3)
+
+
+def test_sigint_then_resume_finishes_without_rerunning(ray_local, tmp_path):
+    spec = write_spec(tmp_path, """
+fixed: {optimizer: adam, lr: 1.0e-3}
+variants:
+  - {name: short, epochs: 2, baseline: true}
+  - {name: long, epochs: 8}
+""", name="interrupt_e2e")
+    storage = tmp_path / "results"
+    cmd = [sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke", "--storage", str(storage),
+           "--no-dashboard", "--no-report", "--address", ray_local]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    exp_dir = storage / "interrupt_e2e"
+
+    def short_done_long_running() -> bool:  # checkpoints are persisted within each report
+        short, long = _trial_dir(exp_dir, "short"), _trial_dir(exp_dir, "long")
+        return bool(short and long and _checkpointed(short) == 2 and 3 <= _checkpointed(long) < 8)
+
+    _wait_for(short_done_long_running, 240, proc)
+    time.sleep(1.5)  # let the driver take in the reports whose checkpoints we saw
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "--resume" in output
+    before = _epochs(_trial_dir(exp_dir, "long"))
+
+    assert main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
+                 "--resume"]) == 0
+    assert _epochs(_trial_dir(exp_dir, "short")) == [1, 2]  # finished: not run again
+    after = _epochs(_trial_dir(exp_dir, "long"))
+    resumed = after[len(before):]
+    assert resumed[-1] == 8 and resumed[0] >= 3  # continued from its checkpoint, not from epoch 1
+    df = pd.read_parquet(exp_dir / "results.parquet")
+    assert sorted(df["status"]) == ["completed", "completed"] and len(df) == 2
