@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wandb", default="off", choices=("off", "offline", "online"))
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
                    help="start the Ray dashboard on 127.0.0.1 (local clusters)")
-    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=False, help="build the report at the end")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="build the report at the end")
     p.add_argument("--probe-steps", type=int, default=2, help="training steps timed by --dry-run's throughput probe")
     return p.parse_args(argv)
 

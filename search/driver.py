@@ -11,15 +11,13 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from analysis.results import RECORD_FILE, RESULTS_FILE, load_results, parquet_bytes
+from analysis.tables import compact_table
 from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from search import tuning
-from search.results import compact_table, parquet_bytes, results_frame
 from search.storage import Storage
 from search.trials import Experiment
-
-RESULTS_FILE = "results.parquet"
-RECORD_FILE = "mtl_experiment.json"
 
 
 def _init_ray(args: argparse.Namespace) -> str | None:
@@ -123,10 +121,10 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     callbacks, wandb_dir = _callbacks(exp, args, storage)
     _watch_lines(exp, storage, dashboard, wandb_dir)
     _prepare_data(exp)
-    result_grid, interrupted = _fit(_tuner(exp, args, storage, callbacks))
-    df = results_frame(exp, result_grid)
-    storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(df))
-    print(compact_table(df))
+    _, interrupted = _fit(_tuner(exp, args, storage, callbacks))
+    results = load_results(storage.display(exp_path))
+    storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
+    print(compact_table(results.frame))
     print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
     if interrupted:
         print("interrupted: finished trials are kept; continue with the same command and --resume", flush=True)

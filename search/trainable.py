@@ -8,10 +8,9 @@ from typing import Any
 import yaml
 from ray import tune
 
+from analysis.results import TRIAL_CONFIG_FILE
 from mtl.train import train
 from search.trials import Experiment
-
-TRIAL_CONFIG_FILE = "trial_config.yaml"
 
 
 def run_trial(config: dict[str, Any], experiment: Experiment) -> None:

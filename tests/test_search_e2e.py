@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, write_spec
 
+from analysis.report import build_report
 from search.cli import main
 
 pytestmark = pytest.mark.slow
@@ -140,6 +141,9 @@ variants:
     assert proc.returncode == 130, output
     assert "--resume" in output
     before = _epochs(_trial_dir(exp_dir, "long"))
+    report = build_report(str(exp_dir), str(tmp_path / "partial"), formats=("md", "html"))
+    assert "Partial results: 1 of 2 trials finished" in open(report).read()  # labelled while unfinished
+    assert "(partial results)" in (tmp_path / "partial" / "table.md").read_text()
 
     assert main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
                  "--resume"]) == 0

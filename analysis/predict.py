@@ -1,0 +1,59 @@
+"""Example predictions of a finished trial, rendered from its best checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from analysis.results import ExperimentResults
+from mtl.checkpoint import load_checkpoint
+from mtl.config import TrialConfig
+from mtl.data.labels import colorize
+from mtl.data.loading import build_data
+from mtl.data.preview import colorize_depth
+from mtl.data.transforms import denormalize
+from mtl.engine import Runtime, predict
+from mtl.models import build_model
+
+
+def trial_model(res: ExperimentResults, trial_id: str) -> tuple[TrialConfig, torch.nn.Module] | None:
+    """The trial's model with its best kept checkpoint loaded (on the CPU), or None without one."""
+    trial = next(t for t in res.analysis.trials if t.trial_id == trial_id)
+    checkpoint = res.analysis.get_best_checkpoint(trial, metric=res.metric, mode=res.mode)
+    if checkpoint is None:
+        return None
+    values = {k: v for k, v in res.configs[trial_id].items() if k != "variant"}
+    # the checkpoint carries every weight: no ImageNet file needed to rebuild the network
+    cfg = TrialConfig.from_dict({**values, "pretrained": False, "device": "cpu", "num_workers": 0})
+    with checkpoint.as_directory() as directory:
+        state = load_checkpoint(directory)
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return cfg, model.eval()
+
+
+def best_trial_id(res: ExperimentResults, variant: str) -> str | None:
+    done = res.frame[(res.frame["variant"] == variant) & (res.frame["status"] == "completed")]
+    if done.empty:
+        return None
+    values = done[res.metric].astype(float)
+    return str(done.loc[values.idxmax() if res.mode == "max" else values.idxmin(), "trial_id"])
+
+
+def best_trial_predictions(res: ExperimentResults, variant: str, images: int = 2) -> list[tuple[np.ndarray, ...]]:
+    trial_id = best_trial_id(res, variant)
+    loaded = trial_model(res, trial_id) if trial_id else None
+    if loaded is None:
+        return []
+    cfg, model = loaded
+    data = build_data(cfg)
+    rt = Runtime(torch.device("cpu"), data.unit)
+    panels = []
+    for i in range(min(images, len(data.val))):
+        sample = data.val[i]
+        probs, depth = predict(model, sample["rgb"][None], rt, cfg.tta)
+        rgb = (denormalize(sample["rgb"]).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        panels.append((rgb, colorize(sample["semseg"].numpy().astype(np.uint8)),
+                       colorize(probs.argmax(1)[0].numpy().astype(np.uint8)),
+                       colorize_depth(sample["depth"][0].numpy()), colorize_depth(depth[0, 0].numpy())))
+    return panels

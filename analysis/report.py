@@ -1,0 +1,163 @@
+"""Build an experiment's report: tables in every format, figures, and one self-contained report.html.
+
+    python -m analysis.report EXPERIMENT_DIR [--out DIR] [--formats md,tex,csv,parquet,html]
+
+EXPERIMENT_DIR is local or s3://bucket/prefix/name. Re-run it any time - also while a search is
+still running: the report is then labelled as partial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis import plots
+from analysis.results import ExperimentResults, load_results
+from analysis.tables import DEFAULT_COLUMNS, ablation_stats, display_table, wandb_sheet
+
+FORMATS = ("md", "tex", "csv", "parquet", "html")
+TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg_miou", "depth_silog", "best_epoch",
+                 "best_multitask", "train_time_s")
+
+
+def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
+    """Table rows in the spec's order (or `report.order`); a search gets one row per sampled trial."""
+    spec = res.record["spec"]
+    if spec.get("space"):
+        keys = list(spec["space"])
+        best = res.frame.sort_values(f"best_{res.metric}", ascending=res.mode == "min", na_position="last")
+        labels = {t: f"#{i + 1} " + ", ".join(f"{k}={best.loc[j, 'config/' + k]}" for k in keys)
+                  for i, (j, t) in enumerate(zip(best.index, best["trial_id"], strict=True))}
+        res.frame["variant"] = res.frame["trial_id"].map(labels)
+        rows = [labels[t] for t in best["trial_id"]]
+        return rows, rows[0] if rows else ""
+    rows = spec["report"].get("order") or [r["name"] for r in res.record["rows"]]
+    return rows, spec["report"].get("baseline") or res.record["baseline"]
+
+
+def _latex(stats_df: pd.DataFrame) -> str:
+    plain = display_table(stats_df, bold=lambda s: s)
+    marked = display_table(stats_df, bold=lambda s: "<best>")  # numpy would strip a NUL marker
+    bold = np.where(marked.to_numpy() == "<best>", "font-weight: bold;", "")
+    styler = plain.style.hide(axis="index").format(escape="latex")
+    styler = styler.apply(lambda _: bold, axis=None)
+    return styler.to_latex(hrules=True, convert_css=True, column_format="l" * plain.shape[1])
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, escape=False, border=0, classes="results", na_rep="")
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    img = f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+    return f"<figure>{img}<figcaption>{path.stem}</figcaption></figure>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222} table.results{border-collapse:collapse;
+font-size:13px;margin:1em 0} table.results th,table.results td{border-bottom:1px solid #ddd;padding:4px 8px;
+text-align:left;vertical-align:top} table.results th{background:#f3f3f3} .partial{background:#fff3cd;padding:.6em;
+border:1px solid #e0c060;font-weight:bold} figure{display:inline-block;margin:.5em} img{max-width:100%}
+pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto} .meta td{padding:2px 12px 2px 0}"""
+# Marks <body data-images-loaded="ok/total"> once the page is loaded: a quick check that every embedded figure
+# decoded (the report test reads it from headless Chromium's DOM).
+_SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];document.body.dataset.imagesLoaded=
+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
+
+
+def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, figures: list[Path]) -> str:
+    rec = res.record
+    banner = ""
+    if res.partial:
+        done = int((~res.frame["status"].str.startswith("running")).sum()) if not res.frame.empty else 0
+        banner = (f'<p class="partial">Partial results: {done} of {rec["trial_count"]} trials finished '
+                  "(the search is still running or was interrupted). Statistics cover finished trials only.</p>")
+    meta = {"experiment": res.uri, "profile": rec.get("profile"), "metric": f"{rec['metric']} ({rec['mode']})",
+            "trials": rec["trial_count"], "seeds": ", ".join(map(str, rec["seeds"])), "started": rec.get("started"),
+            "report built": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
+    spec_text = yaml.safe_dump({"spec": rec["spec"], "defaults (fixed + profile)": rec["defaults"]}, sort_keys=False)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>mtl-tune report: {html.escape(res.name)}</title>
+<style>{_CSS}</style></head><body data-images-loaded="pending">
+<h1>mtl-tune report: {html.escape(res.name)}</h1>{banner}<table class="meta">{meta_rows}</table>
+<h2>Ablation table</h2><p>mean ± std [95 % CI, t-distribution] over completed seeds; Δ against the baseline with
+Welch's t-test (p ≥ 0.05: within noise); best value per column in bold. Failed and stopped runs are listed in the
+status column, never averaged in.</p>{_html_table(table)}
+<h2>Trials</h2>{_html_table(trials)}
+<h2>Figures</h2>{''.join(_img(f) for f in figures)}
+<h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
+
+
+def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, out: Path) -> list[Path]:
+    figs = [plots.curves(res, rows, out / "curves.png"), plots.bars(stats_df, out / "bars.png"),
+            plots.scatter(res.frame, out / "scatter.png")]
+    grid = plots.predictions(res, rows, out / "predictions.png", images=2 if len(rows) <= 3 else 1)
+    return figs + ([grid] if grid else [])
+
+
+def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows, baseline = _rows_and_baseline(res)
+    columns = res.record["spec"]["report"].get("columns") or list(DEFAULT_COLUMNS) + (
+        ["cost"] if res.record["spec"].get("trial_price_per_hour") is not None else [])
+    stats_df = ablation_stats(res.frame, rows, baseline, columns)
+    table = display_table(stats_df)
+    trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
+    if "md" in formats:
+        title = f"# {res.name}" + (" (partial results)" if res.partial else "")
+        (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n")
+    if "tex" in formats:
+        (out / "table.tex").write_text(_latex(stats_df))
+    if "csv" in formats:
+        display_table(stats_df, bold=lambda s: s).to_csv(out / "table.csv", index=False)
+        stats_df.to_csv(out / "stats.csv", index=False)
+        wandb_sheet(res.frame, res.record["ablated"]).to_csv(out / "wandb_sheet.csv", index=False)
+    if "parquet" in formats:
+        stats_df.to_parquet(out / "stats.parquet", index=False)
+        res.frame.to_parquet(out / "trials.parquet", index=False)
+    if "html" in formats:
+        html_table = display_table(stats_df, bold=lambda s: f"<strong>{html.escape(s)}</strong>")
+        html_table = html_table.map(lambda v: v if str(v).startswith("<strong>") else html.escape(str(v)))
+        (out / "report.html").write_text(_html(res, html_table, trials, _figures(res, rows, stats_df, out)))
+    (out / "report.json").write_text(json.dumps({"partial": res.partial, "rows": rows, "baseline": baseline}))
+    return out / "report.html"
+
+
+def build_report(uri: str, out: str | None = None, formats=FORMATS) -> str:
+    """Report of the experiment at `uri`; S3 experiments are built locally and uploaded next to the results."""
+    res = load_results(uri)
+    if res.frame.empty:
+        raise SystemExit(f"{uri}: no trial has started yet; nothing to report")
+    if res.storage.is_s3:
+        local = Path(out) if out else Path(tempfile.mkdtemp(prefix=f"mtl-report-{res.name}-"))
+        path = write_report(res, local, formats)
+        for f in local.iterdir():
+            res.storage.write_bytes(f"{res.uri.removeprefix('s3://')}/report/{f.name}", f.read_bytes())
+        return f"{res.uri}/report/{path.name} (local copy: {path})"
+    return str(write_report(res, Path(out) if out else Path(res.uri) / "report", formats))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
+    p.add_argument("--out", help="output directory (default EXPERIMENT/report)")
+    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
+    a = p.parse_args(argv)
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        p.error(f"unknown format(s) {unknown}; allowed: {', '.join(FORMATS)}")
+    print(build_report(a.experiment, a.out, formats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""An experiment directory (local or s3://) -> one tidy DataFrame, through Ray Tune's ExperimentAnalysis.
+
+A row per trial: variant, seed, status (`completed`, `stopped early at epoch k`, `diverged`, `error`,
+or `running, epoch k` while a search is still going), final and best-epoch metrics, epochs, train
+time, img/s, parameters, peak memory, cost, and the resolved config as `config/<field>` columns.
+Per-epoch histories are kept for curves. Reads saved artifacts only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+from ray.tune import ExperimentAnalysis
+
+from search.storage import Storage, split_experiment_uri
+
+RECORD_FILE = "mtl_experiment.json"
+RESULTS_FILE = "results.parquet"
+TRIAL_CONFIG_FILE = "trial_config.yaml"
+METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "train_loss")
+_TEXT_FIELDS = ("pretrained", "crop_size")  # unions (bool | path, int | [h, w]): one type per parquet column
+
+
+@dataclass
+class ExperimentResults:
+    uri: str
+    record: dict[str, Any]
+    frame: pd.DataFrame
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # trial_id -> per-epoch metrics
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_id -> resolved TrialConfig
+    partial: bool = False
+    storage: Storage | None = None
+    analysis: ExperimentAnalysis | None = None
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def metric(self) -> str:
+        return self.record["metric"]
+
+    @property
+    def mode(self) -> str:
+        return self.record["mode"]
+
+
+def trial_status(trial_state: str, last: dict[str, Any], planned_epochs: int) -> str:
+    if trial_state == "ERROR":
+        return "error"
+    epoch = int(last.get("epoch") or 0)
+    if trial_state != "TERMINATED":
+        return f"running, epoch {epoch}"
+    if last.get("status") in ("completed", "diverged"):
+        return last["status"]
+    return "completed" if epoch >= planned_epochs else f"stopped early at epoch {epoch}"
+
+
+def _best(history: pd.DataFrame | None, metric: str, mode: str) -> dict[str, Any]:
+    if history is None or history.empty or metric not in history:
+        return {}
+    values = pd.to_numeric(history[metric], errors="coerce")[::-1]  # on ties, the latest epoch wins
+    if values.isna().all():
+        return {}
+    best = history.loc[values.idxmax() if mode == "max" else values.idxmin()]
+    return {"best_epoch": int(best.get("epoch", 0)), **{f"best_{k}": best.get(k) for k in METRICS if k in best}}
+
+
+def _column(history: pd.DataFrame | None, name: str, how: str) -> float | None:
+    if history is None or name not in history:
+        return None
+    values = pd.to_numeric(history[name], errors="coerce")
+    return float(getattr(values, how)()) if values.notna().any() else None
+
+
+def _plain(key: str, value: Any) -> Any:
+    """Parquet wants one type per column: lists and union-typed fields become their YAML-ish text."""
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in value) + "]"
+    if key in _TEXT_FIELDS:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return value
+
+
+def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, record: dict[str, Any]) -> dict:
+    last = dict(trial.last_result or {})
+    price = record["spec"].get("trial_price_per_hour")
+    row: dict[str, Any] = {
+        "trial_id": trial.trial_id,
+        "trial_dir": str(trial.path).rstrip("/").rsplit("/", 1)[-1],
+        "variant": config.get("variant", trial.config.get("variant")),
+        "seed": config.get("seed", trial.config.get("seed")),
+        "status": trial_status(trial.status, last, int(config.get("epochs", 0))),
+        "error": _error(trial),
+        "epochs_run": int(last.get("epoch") or 0),
+        "epochs_planned": config.get("epochs"),
+        **{k: last.get(k) for k in METRICS},
+        **_best(history, record["metric"], record["mode"]),
+        "train_time_s": last.get("time_total_s"),
+        "train_img_per_s": _column(history, "train_img_per_s", "mean"),
+        "parameters": last.get("parameters"),
+        "peak_memory_mb": _column(history, "peak_memory_mb", "max"),
+    }
+    row["cost"] = round((row["train_time_s"] or 0) / 3600 * price, 4) if price is not None else None
+    row.update({f"config/{k}": _plain(k, v) for k, v in config.items() if k != "variant"})
+    return row
+
+
+def _error(trial) -> str | None:
+    if trial.status != "ERROR":
+        return None
+    try:
+        text = str(trial.get_error() or "error")
+    except Exception:  # the error file may not have been synced yet
+        text = "error"
+    return text.strip().splitlines()[-1][:500] if text.strip() else "error"
+
+
+def _trial_config(storage: Storage, trial) -> dict[str, Any] | None:
+    path = f"{str(trial.path).rstrip('/')}/{TRIAL_CONFIG_FILE}"
+    if not storage.exists(path):
+        return None  # never started
+    return yaml.safe_load(storage.read_text(path))
+
+
+def load_results(uri: str) -> ExperimentResults:
+    """Everything the tables and plots need, from an experiment directory or s3:// URI."""
+    storage, name = split_experiment_uri(uri)
+    path = storage.experiment(name)
+    if not storage.exists(f"{path}/{RECORD_FILE}"):
+        raise FileNotFoundError(f"{storage.display(path)}: not an mtl-tune experiment (no {RECORD_FILE})")
+    record = json.loads(storage.read_text(f"{path}/{RECORD_FILE}"))
+    ea = ExperimentAnalysis(storage.display(path), storage_filesystem=storage.tune_filesystem())
+    histories = ea.trial_dataframes
+    rows, configs, unfinished = [], {}, 0
+    for trial in ea.trials:
+        config = _trial_config(storage, trial)
+        unfinished += trial.status not in ("TERMINATED", "ERROR")
+        if config is not None:
+            configs[trial.trial_id] = config
+            rows.append(trial_row(trial, config, histories.get(trial.trial_id), record))
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        order = {r["name"]: i for i, r in enumerate(record["rows"])}
+        frame = frame.sort_values(["variant", "seed", "trial_id"],
+                                  key=lambda s: s.map(order) if s.name == "variant" else s).reset_index(drop=True)
+    partial = bool(unfinished) or len(ea.trials) < record["trial_count"]
+    return ExperimentResults(storage.display(path), record, frame, histories, configs, partial, storage, ea)
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()

@@ -1,0 +1,67 @@
+"""Training throughput inside a Ray Tune trial vs the same `mtl.train` run outside it.
+
+    python -m bench.tune_overhead [--profile cpu] [--epochs 3] [--threads 2]
+
+Both runs use the same config, data and thread count; epoch 1 (warm-up, data cache) is left out
+of the averages. Prints img/s side by side and the ratio inside/outside (goal: >= 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from tabulate import tabulate
+
+from mtl.config import TrialConfig
+from mtl.profiles import PROFILES
+from mtl.train import train
+
+
+def _spec(tmp: Path, cfg: TrialConfig) -> Path:
+    import yaml
+
+    spec = tmp / "overhead.yaml"
+    fixed = {k: v for k, v in cfg.to_flat().items() if v is not None and k not in ("seed",)}
+    spec.write_text(yaml.safe_dump({"name": "tune_overhead", "fixed": fixed, "resources": {"cpus": cfg.cpu_threads}}))
+    return spec
+
+
+def outside(cfg: TrialConfig) -> list[float]:
+    history: list[float] = []
+    train(cfg, lambda m, _p: history.append(m["train_img_per_s"]))
+    return history[1:]
+
+
+def inside(cfg: TrialConfig, tmp: Path) -> list[float]:
+    import pandas as pd
+
+    from search.cli import main
+
+    code = main([str(_spec(tmp, cfg)), "--storage", str(tmp / "results"), "--no-dashboard", "--no-report",
+                 "--profile", "full"])  # `full` leaves a fixed config as it is; the data keys come from the spec
+    if code != 0:
+        raise SystemExit(f"the Tune run failed with exit code {code}")
+    progress = next((tmp / "results" / "tune_overhead").glob("*/progress.csv"))
+    return list(pd.read_csv(progress)["train_img_per_s"])[1:]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.tune_overhead", description=__doc__.split("\n")[0])
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    cfg = TrialConfig.from_dict({**PROFILES[a.profile], "epochs": a.epochs, "optimizer": "adam", "lr": 1e-4,
+                                 "cpu_threads": a.threads, "device": "cpu"})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = statistics.mean(outside(cfg))
+        ins = statistics.mean(inside(cfg, Path(tmp)))
+    print(tabulate([[a.profile, a.threads, f"{out:.2f}", f"{ins:.2f}", f"{ins / out:.3f}"]],
+                   headers=["profile", "threads", "outside img/s", "inside Tune img/s", "ratio inside/outside"]))
+
+
+if __name__ == "__main__":
+    main()
