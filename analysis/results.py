@@ -135,7 +135,7 @@ def load_results(uri: str) -> ExperimentResults:
     if not storage.exists(f"{path}/{RECORD_FILE}"):
         raise FileNotFoundError(f"{storage.display(path)}: not an mtl-tune experiment (no {RECORD_FILE})")
     record = json.loads(storage.read_text(f"{path}/{RECORD_FILE}"))
-    ea = ExperimentAnalysis(storage.display(path), storage_filesystem=storage.tune_filesystem())
+    ea = ExperimentAnalysis(path, storage_filesystem=storage.fs)
     histories = ea.trial_dataframes
     rows, configs, unfinished = [], {}, 0
     for trial in ea.trials:

@@ -1,9 +1,9 @@
 """Training throughput inside a Ray Tune trial vs the same `mtl.train` run outside it.
 
-    python -m bench.tune_overhead [--profile cpu] [--epochs 3] [--threads 2]
+    python -m bench.tune_overhead [--profile cpu] [--threads 2]
 
-Both runs use the same config, data and thread count; epoch 1 (warm-up, data cache) is left out
-of the averages. Prints img/s side by side and the ratio inside/outside (goal: >= 0.95).
+Both runs use the same profile, config, data and thread count; epoch 1 (warm-up) is left out of
+the averages. Prints img/s side by side and the ratio inside/outside (goal: >= 0.95).
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from mtl.config import TrialConfig
 from mtl.profiles import PROFILES
 from mtl.train import train
 
+OVERRIDES = {"optimizer": "adam", "lr": 1e-4, "device": "cpu"}
 
-def _spec(tmp: Path, cfg: TrialConfig) -> Path:
+
+def _spec(tmp: Path, threads: int) -> Path:
     import yaml
 
     spec = tmp / "overhead.yaml"
-    fixed = {k: v for k, v in cfg.to_flat().items() if v is not None and k not in ("seed",)}
-    spec.write_text(yaml.safe_dump({"name": "tune_overhead", "fixed": fixed, "resources": {"cpus": cfg.cpu_threads}}))
+    fixed = {**OVERRIDES, "cpu_threads": threads}
+    spec.write_text(yaml.safe_dump({"name": "tune_overhead", "fixed": fixed, "resources": {"cpus": threads}}))
     return spec
 
 
@@ -35,13 +37,13 @@ def outside(cfg: TrialConfig) -> list[float]:
     return history[1:]
 
 
-def inside(cfg: TrialConfig, tmp: Path) -> list[float]:
+def inside(profile: str, threads: int, tmp: Path) -> list[float]:
     import pandas as pd
 
     from search.cli import main
 
-    code = main([str(_spec(tmp, cfg)), "--storage", str(tmp / "results"), "--no-dashboard", "--no-report",
-                 "--profile", "full"])  # `full` leaves a fixed config as it is; the data keys come from the spec
+    code = main([str(_spec(tmp, threads)), "--storage", str(tmp / "results"), "--no-dashboard", "--no-report",
+                 "--profile", profile])
     if code != 0:
         raise SystemExit(f"the Tune run failed with exit code {code}")
     progress = next((tmp / "results" / "tune_overhead").glob("*/progress.csv"))
@@ -51,14 +53,12 @@ def inside(cfg: TrialConfig, tmp: Path) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.tune_overhead", description=__doc__.split("\n")[0])
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    cfg = TrialConfig.from_dict({**PROFILES[a.profile], "epochs": a.epochs, "optimizer": "adam", "lr": 1e-4,
-                                 "cpu_threads": a.threads, "device": "cpu"})
+    cfg = TrialConfig.from_dict({**PROFILES[a.profile], **OVERRIDES, "cpu_threads": a.threads})
     with tempfile.TemporaryDirectory() as tmp:
         out = statistics.mean(outside(cfg))
-        ins = statistics.mean(inside(cfg, Path(tmp)))
+        ins = statistics.mean(inside(a.profile, a.threads, Path(tmp)))
     print(tabulate([[a.profile, a.threads, f"{out:.2f}", f"{ins:.2f}", f"{ins / out:.3f}"]],
                    headers=["profile", "threads", "outside img/s", "inside Tune img/s", "ratio inside/outside"]))
 

@@ -46,7 +46,8 @@ def _callbacks(exp: Experiment, args: argparse.Namespace, storage: Storage) -> t
     if args.wandb == "off":
         return [], None
     os.environ["WANDB_MODE"] = args.wandb
-    local = storage.experiment(exp.name) if not storage.is_s3 else str(Path(tempfile.gettempdir()) / "mtl-tune")
+    local = storage.experiment(exp.name) if not storage.is_s3 else str(Path(tempfile.gettempdir()) / "mtl-tune" /
+                                                                       exp.name)
     wandb_dir = str(Path(local) / "wandb")
     Path(wandb_dir).mkdir(parents=True, exist_ok=True)
     callback = tuning.FullConfigWandbCallback(exp, project=f"mtl-tune-{exp.name}", group=exp.name, mode=args.wandb,
@@ -65,16 +66,16 @@ def _resources(exp: Experiment, args: argparse.Namespace) -> tuple[float, float]
 def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callbacks: list) -> tune.Tuner:
     cpus, gpus = _resources(exp, args)
     trainable = tuning.trainable(exp, cpus, gpus)
-    path = storage.display(storage.experiment(exp.name))
     if args.resume:
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
-                                  storage_filesystem=storage.tune_filesystem())
+        return tune.Tuner.restore(storage.experiment(exp.name), trainable, resume_unfinished=True,
+                                  resume_errored=True, storage_filesystem=storage.fs)
     run_config = tune.RunConfig(
-        name=exp.name, storage_path=storage.tune_storage_path(), storage_filesystem=storage.tune_filesystem(),
+        name=exp.name, storage_path=storage.root, storage_filesystem=storage.fs,
         failure_config=tune.FailureConfig(max_failures=3),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=exp.metric,
                                                 checkpoint_score_order=exp.mode),
-        callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1)
+        callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1,
+        sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
     max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
     return tune.Tuner(trainable, param_space=tuning.param_space(exp),
                       tune_config=tuning.tune_config(exp, max_concurrent), run_config=run_config)

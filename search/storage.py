@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
@@ -31,12 +32,6 @@ class Storage:
 
     def experiment(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
-
-    def tune_storage_path(self) -> str:
-        return self.root
-
-    def tune_filesystem(self) -> pafs.FileSystem | None:
-        return self.fs if self.is_s3 else None
 
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -62,11 +57,12 @@ class Storage:
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
+    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-2",
+              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
     endpoint = s3_endpoint()
-    kwargs = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-2"}
     if endpoint:
-        kwargs["endpoint_override"] = endpoint
-        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
+        url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs.update(endpoint_override=url.netloc, scheme=url.scheme)
     return pafs.S3FileSystem(**kwargs)
 
 

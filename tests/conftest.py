@@ -47,3 +47,48 @@ def write_spec(tmp_path: Path, body: str, name: str = "exp") -> Path:
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(f"name: {name}\nbase: [{REPO / 'search' / 'spaces' / 'base.yaml'}]\n{body}")
     return spec
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real moto server (S3, EC2, IAM) on 127.0.0.1, in its own process."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}  # Ray's bootstrap attaches AWS policies
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "moto server did not start"
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "AKIAMTLTUNETESTKEY01", "AWS_DEFAULT_REGION": "us-east-2",
+                "AWS_SECRET_ACCESS_KEY": "mtl-tune-test-secret-DO-NOT-LEAK", "AWS_REGION": "us-east-2"}
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch):
+    """Fake credentials and the moto endpoint for this process (boto3 and pyarrow read them)."""
+    for key, value in {**AWS_TEST_ENV, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    return moto_endpoint

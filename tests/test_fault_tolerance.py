@@ -1,0 +1,121 @@
+"""Fault tolerance on a real multi-node Ray cluster on this machine (head + 2 worker nodes)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+import ray
+from conftest import REPO, write_spec
+from ray.tune import ExperimentAnalysis
+
+from search.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials only on the workers
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    yield c, workers
+    ray.shutdown()
+    c.shutdown()
+
+
+def _checkpointed(trial_dir) -> int:
+    indices = [int(p.name.split("_")[1]) for p in trial_dir.glob("checkpoint_*")]
+    return max(indices) + 1 if indices else 0
+
+
+def _epochs(trial_dir) -> list[int]:
+    path = trial_dir / "result.json"
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _trial_dirs(exp_dir) -> list:
+    return sorted(p for p in exp_dir.glob("*_s0") if p.is_dir()) if exp_dir.is_dir() else []
+
+
+def test_killed_worker_node_trial_resumes_from_its_checkpoint(cluster, tmp_path):
+    c, workers = cluster
+    spec = write_spec(tmp_path, """
+fixed: {optimizer: adam, lr: 1.0e-3}
+variants:
+  - {name: a, epochs: 6, baseline: true}
+  - {name: b, epochs: 6}
+""", name="node_loss")
+    exp_dir = tmp_path / "results" / "node_loss"
+    killed: list = []
+
+    def kill_a_worker_mid_run() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            dirs = _trial_dirs(exp_dir)
+            if len(dirs) == 2 and all(2 <= _checkpointed(d) < 6 for d in dirs):
+                c.remove_node(workers[0], allow_graceful=False)  # a spot instance vanishes
+                killed.append(time.monotonic())
+                c.add_node(num_cpus=1)  # ... and the autoscaler brings a replacement
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker_mid_run, daemon=True)
+    killer.start()
+    assert main([str(spec), "--profile", "smoke", "--storage", str(tmp_path / "results"), "--no-dashboard",
+                 "--no-report"]) == 0
+    killer.join(timeout=5)
+    assert killed, "the worker node was never killed mid-run"
+    df = pd.read_parquet(exp_dir / "results.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"completed"} and set(df["epochs_run"]) == {6}
+    analysis = ExperimentAnalysis(str(exp_dir))
+    failures = {t.trial_id: t.run_metadata.num_failures for t in analysis.trials}
+    assert sorted(failures.values()) == [0, 1]  # exactly the trial on the killed node failed, once
+    for trial_id, history in analysis.trial_dataframes.items():
+        # restarted from its last checkpoint: epoch numbers continue, none is trained twice
+        assert [int(e) for e in history["epoch"]] == list(range(1, 7)), (trial_id, failures[trial_id])
+
+
+def test_driver_sigkill_then_resume_loses_nothing(cluster, tmp_path):
+    c, _ = cluster
+    spec = write_spec(tmp_path, """
+fixed: {optimizer: adam, lr: 1.0e-3}
+variants:
+  - {name: short, epochs: 2, baseline: true}
+  - {name: long, epochs: 8}
+""", name="driver_loss")
+    storage = tmp_path / "results"
+    exp_dir = storage / "driver_loss"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke",
+                             "--storage", str(storage), "--no-dashboard", "--no-report", "--address", c.address],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    deadline = time.monotonic() + 240
+    while True:
+        dirs = {d.name.split("_")[-2]: d for d in _trial_dirs(exp_dir)}
+        if "short" in dirs and "long" in dirs and _checkpointed(dirs["short"]) == 2 and \
+                3 <= _checkpointed(dirs["long"]) < 8:
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "timeout"
+        time.sleep(0.3)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGKILL)  # the driver dies without any chance to save state
+    proc.wait(timeout=30)
+    assert main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
+                 "--resume"]) == 0
+    dirs = {d.name.split("_")[-2]: d for d in _trial_dirs(exp_dir)}
+    assert _epochs(dirs["short"]) == [1, 2]  # finished before the kill: not run again
+    long = _epochs(dirs["long"])
+    assert long[-1] == 8 and long.count(1) == 1  # continued from a checkpoint, not from scratch
+    df = pd.read_parquet(exp_dir / "results.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"completed"}
