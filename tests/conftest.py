@@ -92,3 +92,56 @@ def aws_env(moto_endpoint, monkeypatch):
     for key, value in {**AWS_TEST_ENV, "AWS_ENDPOINT_URL": moto_endpoint}.items():
         monkeypatch.setenv(key, value)
     return moto_endpoint
+
+
+# --- helpers for tests that interrupt a running search ------------------------------------------
+
+SHORT_AND_LONG = """
+fixed: {optimizer: adam, lr: 1.0e-3}
+variants:
+  - {name: short, epochs: 2, baseline: true}
+  - {name: long, epochs: 8}
+"""
+
+
+def result_epochs(trial_dir: Path) -> list[int]:
+    """Epochs in a trial's result.json (as far as the driver has synced it)."""
+    import json
+
+    path = trial_dir / "result.json"
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def checkpointed(trial_dir: Path) -> int:
+    """Epochs with a persisted checkpoint (checkpoint_000000 is epoch 1); written within each report."""
+    indices = [int(p.name.split("_")[1]) for p in trial_dir.glob("checkpoint_*")]
+    return max(indices) + 1 if indices else 0
+
+
+def trial_dir(exp_dir: Path, variant: str) -> Path | None:
+    return next((d for d in exp_dir.glob(f"*_{variant}_s0") if d.is_dir()), None) if exp_dir.is_dir() else None
+
+
+def start_driver(spec: Path, storage: Path, address: str):
+    """`run_search.py` in its own process, joined to the test's Ray cluster."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke", "--storage", str(storage),
+           "--no-dashboard", "--no-report", "--address", address]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def wait_short_done_long_running(exp_dir: Path, proc, timeout: float = 240) -> None:
+    """Until `short` has finished and `long` is mid-run; then a moment for the driver to take it in."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        short, long = trial_dir(exp_dir, "short"), trial_dir(exp_dir, "long")
+        if short and long and checkpointed(short) == 2 and 3 <= checkpointed(long) < 8:
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "timed out waiting for the search to get going"
+        time.sleep(0.3)
+    time.sleep(1.5)

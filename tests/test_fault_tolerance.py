@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pandas as pd
 import pytest
 import ray
-from conftest import REPO, write_spec
+from conftest import (
+    SHORT_AND_LONG,
+    checkpointed,
+    result_epochs,
+    start_driver,
+    trial_dir,
+    wait_short_done_long_running,
+    write_spec,
+)
 from ray.tune import ExperimentAnalysis
 
 from search.cli import main
@@ -35,16 +40,6 @@ def cluster():
     c.shutdown()
 
 
-def _checkpointed(trial_dir) -> int:
-    indices = [int(p.name.split("_")[1]) for p in trial_dir.glob("checkpoint_*")]
-    return max(indices) + 1 if indices else 0
-
-
-def _epochs(trial_dir) -> list[int]:
-    path = trial_dir / "result.json"
-    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.is_file() else []
-
-
 def _trial_dirs(exp_dir) -> list:
     return sorted(p for p in exp_dir.glob("*_s0") if p.is_dir()) if exp_dir.is_dir() else []
 
@@ -64,7 +59,7 @@ variants:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             dirs = _trial_dirs(exp_dir)
-            if len(dirs) == 2 and all(2 <= _checkpointed(d) < 6 for d in dirs):
+            if len(dirs) == 2 and all(2 <= checkpointed(d) < 6 for d in dirs):
                 c.remove_node(workers[0], allow_graceful=False)  # a spot instance vanishes
                 killed.append(time.monotonic())
                 c.add_node(num_cpus=1)  # ... and the autoscaler brings a replacement
@@ -89,33 +84,17 @@ variants:
 
 def test_driver_sigkill_then_resume_loses_nothing(cluster, tmp_path):
     c, _ = cluster
-    spec = write_spec(tmp_path, """
-fixed: {optimizer: adam, lr: 1.0e-3}
-variants:
-  - {name: short, epochs: 2, baseline: true}
-  - {name: long, epochs: 8}
-""", name="driver_loss")
+    spec = write_spec(tmp_path, SHORT_AND_LONG, name="driver_loss")
     storage = tmp_path / "results"
     exp_dir = storage / "driver_loss"
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke",
-                             "--storage", str(storage), "--no-dashboard", "--no-report", "--address", c.address],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    deadline = time.monotonic() + 240
-    while True:
-        dirs = {d.name.split("_")[-2]: d for d in _trial_dirs(exp_dir)}
-        if "short" in dirs and "long" in dirs and _checkpointed(dirs["short"]) == 2 and \
-                3 <= _checkpointed(dirs["long"]) < 8:
-            break
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "timeout"
-        time.sleep(0.3)
-    time.sleep(1.5)
+    proc = start_driver(spec, storage, c.address)
+    wait_short_done_long_running(exp_dir, proc)
     proc.send_signal(signal.SIGKILL)  # the driver dies without any chance to save state
     proc.wait(timeout=30)
     assert main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
                  "--resume"]) == 0
-    dirs = {d.name.split("_")[-2]: d for d in _trial_dirs(exp_dir)}
-    assert _epochs(dirs["short"]) == [1, 2]  # finished before the kill: not run again
-    long = _epochs(dirs["long"])
+    assert result_epochs(trial_dir(exp_dir, "short")) == [1, 2]  # finished before the kill: not run again
+    long = result_epochs(trial_dir(exp_dir, "long"))
     assert long[-1] == 8 and long.count(1) == 1  # continued from a checkpoint, not from scratch
     df = pd.read_parquet(exp_dir / "results.parquet")
     assert len(df) == 2 and set(df["status"]) == {"completed"}

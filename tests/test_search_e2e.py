@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, write_spec
+from conftest import (
+    SHORT_AND_LONG,
+    result_epochs,
+    start_driver,
+    trial_dir,
+    wait_short_done_long_running,
+    write_spec,
+)
 
 from analysis.report import build_report
 from search.cli import main
@@ -94,62 +98,25 @@ metric: depth_silog
     assert (stopped["epochs_run"] == 1).all()
 
 
-def _epochs(trial_dir) -> list[int]:
-    lines = (trial_dir / "result.json").read_text().splitlines() if (trial_dir / "result.json").is_file() else []
-    return [json.loads(line)["epoch"] for line in lines]
-
-
-def _checkpointed(trial_dir) -> int:
-    """Epochs with a persisted checkpoint (checkpoint_000000 is epoch 1)."""
-    indices = [int(p.name.split("_")[1]) for p in trial_dir.glob("checkpoint_*")]
-    return max(indices) + 1 if indices else 0
-
-
-def _trial_dir(exp_dir, variant: str):
-    return next((d for d in exp_dir.glob(f"*_{variant}_s0") if d.is_dir()), None)
-
-
-def _wait_for(condition, timeout: float, proc) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "timed out waiting for the search to get going"
-        time.sleep(0.3)
-
-
 def test_sigint_then_resume_finishes_without_rerunning(ray_local, tmp_path):
-    spec = write_spec(tmp_path, """
-fixed: {optimizer: adam, lr: 1.0e-3}
-variants:
-  - {name: short, epochs: 2, baseline: true}
-  - {name: long, epochs: 8}
-""", name="interrupt_e2e")
+    spec = write_spec(tmp_path, SHORT_AND_LONG, name="interrupt_e2e")
     storage = tmp_path / "results"
-    cmd = [sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke", "--storage", str(storage),
-           "--no-dashboard", "--no-report", "--address", ray_local]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     exp_dir = storage / "interrupt_e2e"
-
-    def short_done_long_running() -> bool:  # checkpoints are persisted within each report
-        short, long = _trial_dir(exp_dir, "short"), _trial_dir(exp_dir, "long")
-        return bool(short and long and _checkpointed(short) == 2 and 3 <= _checkpointed(long) < 8)
-
-    _wait_for(short_done_long_running, 240, proc)
-    time.sleep(1.5)  # let the driver take in the reports whose checkpoints we saw
+    proc = start_driver(spec, storage, ray_local)
+    wait_short_done_long_running(exp_dir, proc)
     proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert "--resume" in output
-    before = _epochs(_trial_dir(exp_dir, "long"))
+    before = result_epochs(trial_dir(exp_dir, "long"))
     report = build_report(str(exp_dir), str(tmp_path / "partial"), formats=("md", "html"))
     assert "Partial results: 1 of 2 trials finished" in open(report).read()  # labelled while unfinished
     assert "(partial results)" in (tmp_path / "partial" / "table.md").read_text()
 
     assert main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
                  "--resume"]) == 0
-    assert _epochs(_trial_dir(exp_dir, "short")) == [1, 2]  # finished: not run again
-    after = _epochs(_trial_dir(exp_dir, "long"))
-    resumed = after[len(before):]
+    assert result_epochs(trial_dir(exp_dir, "short")) == [1, 2]  # finished: not run again
+    resumed = result_epochs(trial_dir(exp_dir, "long"))[len(before):]
     assert resumed[-1] == 8 and resumed[0] >= 3  # continued from its checkpoint, not from epoch 1
     df = pd.read_parquet(exp_dir / "results.parquet")
     assert sorted(df["status"]) == ["completed", "completed"] and len(df) == 2
