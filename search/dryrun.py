@@ -17,18 +17,19 @@ from mtl.losses import TaskWeighting, task_losses
 from mtl.models import build_model
 from mtl.models.encoder import _BUILDERS, _cached_weights_path
 from mtl.optim import build_optimizer
-from search.trials import Experiment, _fmt
+from search.trials import Experiment, format_value
 
 
 def trial_table(exp: Experiment) -> str:
     rows = []
     for row in exp.rows:
-        overrides = ", ".join(f"{k}={_fmt(v)}" for k, v in row.overrides.items()) or "(spec defaults)"
+        overrides = ", ".join(f"{k}={format_value(v)}" for k, v in row.overrides.items()) or "(spec defaults)"
         for seed in (exp.seeds[:1] if exp.algorithm == "optuna" else exp.seeds):
             rows.append([len(rows) + 1, row.name + (" *" if row is exp.baseline else ""), overrides, seed])
     text = tabulate(rows, headers=["#", "variant (* baseline)", "overrides", "seed"])
     if exp.space:
-        sampled = ", ".join(f"{k} ~ {next(iter(v))}{_fmt(next(iter(v.values())))}" for k, v in exp.space.items())
+        sampled = ", ".join(f"{k} ~ {kind}{format_value(args)}" for k, v in exp.space.items()
+                            for kind, args in v.items())
         text += f"\nsampled by {exp.algorithm} ({exp.spec.search.num_samples} samples): {sampled}"
     return text
 

@@ -10,7 +10,7 @@ from ray import tune
 
 from analysis.results import TRIAL_CONFIG_FILE
 from mtl.train import train
-from search.trials import Experiment
+from search.trials import Experiment, format_value
 
 
 def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
@@ -23,7 +23,9 @@ def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
     # The resolved config, next to Tune's params.json: what analysis and exports rebuild the model from.
     with open(f"{tune.get_context().get_trial_dir()}/{TRIAL_CONFIG_FILE}", "w") as f:
         yaml.safe_dump({"variant": config["variant"], **cfg.to_flat()}, f, sort_keys=False)
-    tags = {"variant": config["variant"], "seed": cfg.seed}
+    # the ablated values ride along with every result, so Tune's progress table can show them
+    tags = {"variant": config["variant"], "seed": cfg.seed,
+            **{f"ablated/{k}": format_value(getattr(cfg, k)) for k in experiment.shown_axes}}
 
     def report(metrics: dict[str, Any], checkpoint_path: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_path) if checkpoint_path else None

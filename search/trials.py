@@ -48,6 +48,11 @@ class Experiment:
         return self.spec.space
 
     @property
+    def shown_axes(self) -> tuple[str, ...]:
+        """Ablated keys that Tune's config does not already show (sampled keys are config columns)."""
+        return tuple(k for k in self.ablated if k not in self.space)
+
+    @property
     def baseline(self) -> Row:
         named = self.spec.report.baseline
         return next((r for r in self.rows if r.name == named or (not named and r.baseline)), self.rows[0])
@@ -81,13 +86,14 @@ class Experiment:
         return exp
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """Short, YAML-like text of a config value (row names, tables, progress columns)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -130,7 +136,7 @@ def _rows(spec: Spec, path: Path) -> list[Row]:
         clash = set(v.overrides) & set(a)
         if clash:
             raise SpecError(f"{path}: key {sorted(clash)[0]!r} is set by both a variant and grid/zip")
-        label = ", ".join(f"{k}={_fmt(val)}" for k, val in a.items())
+        label = ", ".join(f"{k}={format_value(val)}" for k, val in a.items())
         name = v.name if not label else (label if not spec.variants else f"{v.name} | {label}")
         rows.append(Row(name, {**v.overrides, **a}, v.baseline and a == axes[0]))
     return rows

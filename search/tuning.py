@@ -88,7 +88,8 @@ def trainable(exp: Experiment, cpus: float, gpus: float):
 def reporter(exp: Experiment) -> tune.CLIReporter:
     """Tune's progress table: the ablated keys, then multitask / semseg / depth / epoch per trial."""
     columns = {"variant": "variant", "seed": "seed", **{k: k for k in exp.space}}
-    return tune.CLIReporter(parameter_columns=columns, metric_columns=PROGRESS_METRICS, max_report_frequency=30,
+    metrics = {**{f"ablated/{k}": k for k in exp.shown_axes}, **PROGRESS_METRICS}
+    return tune.CLIReporter(parameter_columns=columns, metric_columns=metrics, max_report_frequency=30,
                             sort_by_metric=False, max_progress_rows=40)
 
 

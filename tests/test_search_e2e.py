@@ -38,6 +38,9 @@ variants:
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "profile: smoke"
     assert "TensorBoard: tensorboard --logdir" in out and "W&B: project mtl-tune-grid_e2e" in out
+    # Tune's progress table: the ablated keys, then epoch / multitask / mIoU / SI-log per trial
+    header = r"\s+\|\s+".join(["variant", "seed", "optimizer", "lr", "epoch", "multitask", "mIoU", "SI-log"])
+    assert re.search(r"\|\s+" + header + r"\s+\|", out)
     exp_dir = tmp_path / "results" / "grid_e2e"
     df = pd.read_parquet(exp_dir / "results.parquet")
     assert len(df) == 2
