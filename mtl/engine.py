@@ -53,7 +53,8 @@ class Runtime:
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, weighting: TaskWeighting,
                     rt: Runtime) -> dict[str, float]:
     model.train()
-    sums = torch.zeros(3, dtype=torch.float64)  # total, semseg, depth
+    task_sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # semseg, depth: read once per epoch
+    total_sum = 0.0
     steps = images = 0
     start = time.perf_counter()
     for batch in loader:
@@ -65,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         total = weighting(losses)
         if "semseg_aux" in out:  # distillation: the initial predictions are supervised too
             total = total + weighting(task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux"))
-        value = total.item()
+        value = total.item()  # the one host sync per step: a NaN must stop the run before it spreads
         if not math.isfinite(value):
             raise Diverged(f"loss became {value} at step {steps + 1}")
         optimizer.zero_grad(set_to_none=True)
@@ -76,13 +77,14 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         else:
             total.backward()
             optimizer.step()
-        sums += torch.tensor([value, losses["semseg"].item(), losses["depth"].item()], dtype=torch.float64)
+        total_sum += value
+        task_sums += torch.stack([losses["semseg"].detach(), losses["depth"].detach()]).double()
         steps += 1
         images += rgb.shape[0]
     rt.sync()
     seconds = time.perf_counter() - start
-    mean = (sums / max(steps, 1)).tolist()
-    return {"train_loss": mean[0], "train_semseg_loss": mean[1], "train_depth_loss": mean[2],
+    mean = (task_sums / max(steps, 1)).tolist()
+    return {"train_loss": total_sum / max(steps, 1), "train_semseg_loss": mean[0], "train_depth_loss": mean[1],
             "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds}
 
 

@@ -31,7 +31,7 @@ def iou_per_class(conf: torch.Tensor) -> torch.Tensor:
 
 
 def miou(conf: torch.Tensor) -> float:
-    return float(iou_per_class(conf).mean() * 100.0)
+    return float(iou_per_class(conf.cpu()).mean() * 100.0)
 
 
 class ConfusionMatrix:
@@ -42,13 +42,16 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).cpu()
+        """Accumulates on the inputs' device (no host sync per batch)."""
+        self.matrix = self.matrix.to(pred.device) + confusion_matrix(pred, target, self.num_classes,
+                                                                     self.ignore_index)
 
     def miou(self) -> float:
         return miou(self.matrix)
 
     def per_class(self) -> dict[str, float]:
-        return {name: float(v) * 100.0 for name, v in zip(CLASS_NAMES, iou_per_class(self.matrix), strict=True)}
+        iou = iou_per_class(self.matrix.cpu())
+        return {name: float(v) * 100.0 for name, v in zip(CLASS_NAMES, iou, strict=True)}
 
 
 def si_log_rmse_per_image(pred_m: torch.Tensor, target_m: torch.Tensor) -> torch.Tensor:
@@ -78,26 +81,26 @@ class DepthMetrics:
 
     def __init__(self) -> None:
         self.silog: list[torch.Tensor] = []
-        self.pixels = 0
-        self.abs_rel = self.sq_err = self.delta1 = 0.0
+        self.sums: torch.Tensor | None = None  # pixels, abs rel, squared error, delta < 1.25
 
     def update(self, pred_m: torch.Tensor, target_m: torch.Tensor) -> None:
-        pred_m, target_m = pred_m.detach().cpu(), target_m.detach().cpu()
+        """Accumulates on the inputs' device; nothing is copied to the host until `compute`."""
+        pred_m, target_m = pred_m.detach(), target_m.detach()
         self.silog.append(si_log_rmse_per_image(pred_m, target_m))
         pred = pred_m.double().clamp(DEPTH_MIN, DEPTH_MAX)
         valid = torch.isfinite(target_m) & (target_m > 0)
         p, t = pred[valid], target_m.double()[valid]
-        self.pixels += int(valid.sum())
-        self.abs_rel += float(((p - t).abs() / t).sum())
-        self.sq_err += float(((p - t) ** 2).sum())
-        self.delta1 += float((torch.maximum(p / t, t / p) < 1.25).sum())
+        batch = torch.stack([valid.sum().double(), ((p - t).abs() / t).sum(), ((p - t) ** 2).sum(),
+                             (torch.maximum(p / t, t / p) < 1.25).sum().double()])
+        self.sums = batch if self.sums is None else self.sums + batch
 
     def compute(self) -> dict[str, float]:
-        per_image = torch.cat(self.silog) if self.silog else torch.zeros(0)
-        n = max(self.pixels, 1)
+        per_image = torch.cat(self.silog).cpu() if self.silog else torch.zeros(0)
+        pixels, abs_rel, sq_err, delta1 = (self.sums.tolist() if self.sums is not None else [0.0] * 4)
+        n = max(pixels, 1.0)
         return {
             "depth_silog": float(per_image.mean()) if per_image.numel() else float("nan"),
-            "depth_abs_rel": self.abs_rel / n,
-            "depth_rmse": (self.sq_err / n) ** 0.5,
-            "depth_delta1": 100.0 * self.delta1 / n,
+            "depth_abs_rel": abs_rel / n,
+            "depth_rmse": (sq_err / n) ** 0.5,
+            "depth_delta1": 100.0 * delta1 / n,
         }
