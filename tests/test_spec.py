@@ -80,6 +80,14 @@ def test_cli_exits_2_before_ray_starts(tmp_path, monkeypatch, capsys):
     assert "weights file /nowhere/weights.pth not found" in capsys.readouterr().err
 
 
+def test_wandb_online_needs_a_key_in_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(f"base: [{BASE}]\n")
+    assert main([str(spec), "--profile", "smoke", "--storage", str(tmp_path / "r"), "--wandb", "online"]) == 2
+    assert "needs WANDB_API_KEY in the environment" in capsys.readouterr().err
+
+
 def test_expansion_variants_grid_zip_seeds(tmp_path):
     spec = tmp_path / "exp.yaml"
     spec.write_text(yaml.safe_dump({

@@ -107,3 +107,26 @@ def test_cli_writes_run_dir_and_exports_test_predictions(tmp_path, capsys):
 def test_cli_rejects_bad_keys(capsys):
     assert main(["--profile", "smoke", "optimiser=adam"]) == 2
     assert "unknown key 'optimiser' (did you mean 'optimizer'?)" in capsys.readouterr().err
+
+
+def test_training_on_a_dataset_directory(tiny_synth):
+    """`data` may point at a Miniscapes-layout directory instead of the synthetic cache."""
+    cfg = SMOKE.replace(data=str(tiny_synth), train_images=8, val_images=4, test_images=4, epochs=1)
+    history, report = _collect()
+    assert train(cfg, report)["status"] == "completed" and history[0][0]["epoch"] == 1
+
+
+def test_mixed_precision_switches():
+    import torch
+
+    from mtl.data.depth_units import DepthUnit
+    from mtl.train import make_runtime
+
+    unit = DepthUnit("standardized")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    fp16 = make_runtime(SMOKE.replace(amp="fp16", channels_last=True), cuda, unit)
+    assert fp16.amp_dtype == torch.float16 and fp16.scaler is not None and fp16.channels_last
+    bf16 = make_runtime(SMOKE.replace(amp="bf16"), cuda, unit)
+    assert bf16.amp_dtype == torch.bfloat16 and bf16.scaler is None  # bf16 needs no loss scaling
+    on_cpu = make_runtime(SMOKE.replace(amp="fp16", channels_last=True), cpu, unit)
+    assert on_cpu.amp_dtype is None and on_cpu.scaler is None and not on_cpu.channels_last
