@@ -74,8 +74,12 @@ def _preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
 
     storage = open_storage(args.storage)
     check_storage(storage)
-    if args.resume and not storage.exists(storage.experiment(exp.name)):
+    exists = storage.exists(f"{storage.experiment(exp.name)}/mtl_experiment.json")
+    if args.resume and not exists:
         raise SpecError(f"--resume: no experiment {exp.name!r} under {args.storage}")
+    if exists and not args.resume:
+        raise SpecError(f"experiment {exp.name!r} already exists under {args.storage}: continue it with --resume, "
+                        "or start another with --name")
     return storage
 
 

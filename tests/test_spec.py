@@ -88,6 +88,17 @@ def test_wandb_online_needs_a_key_in_the_environment(tmp_path, monkeypatch, caps
     assert "needs WANDB_API_KEY in the environment" in capsys.readouterr().err
 
 
+def test_existing_experiment_needs_resume_or_a_new_name(tmp_path, capsys):
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(f"base: [{BASE}]\n")
+    (tmp_path / "r" / "exp").mkdir(parents=True)
+    (tmp_path / "r" / "exp" / "mtl_experiment.json").write_text("{}")
+    assert main([str(spec), "--profile", "smoke", "--storage", str(tmp_path / "r")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main([str(spec), "--profile", "smoke", "--storage", str(tmp_path / "r"), "--name", "x", "--resume"]) == 2
+    assert "--resume: no experiment 'x'" in capsys.readouterr().err
+
+
 def test_expansion_variants_grid_zip_seeds(tmp_path):
     spec = tmp_path / "exp.yaml"
     spec.write_text(yaml.safe_dump({

@@ -116,6 +116,7 @@ def test_training_on_a_dataset_directory(tiny_synth):
     assert train(cfg, report)["status"] == "completed" and history[0][0]["epoch"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available")
 def test_mixed_precision_switches():
     import torch
 
