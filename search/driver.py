@@ -31,7 +31,9 @@ def _init_ray(args: argparse.Namespace) -> str | None:
 
 
 def _prepare_data(exp: Experiment) -> None:
-    """Generate the synthetic datasets once on the driver, not in racing trials (they would wait on a lock)."""
+    """Generate the synthetic datasets once on the driver, not in racing trials (they would wait on a lock).
+    Only for a local Ray: on a cluster the driver's node runs no trial, and each worker node fills its own
+    cache on first use."""
     seen = set()
     for row in exp.rows:
         cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
@@ -121,7 +123,8 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
         storage.write_text(f"{exp_path}/{RECORD_FILE}", experiment_record(exp, args))
     callbacks, wandb_dir = _callbacks(exp, args, storage)
     _watch_lines(exp, storage, dashboard, wandb_dir)
-    _prepare_data(exp)
+    if not args.address:
+        _prepare_data(exp)
     _, interrupted = _fit(_tuner(exp, args, storage, callbacks))
     results = load_results(storage.display(exp_path))
     storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
