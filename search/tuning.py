@@ -90,7 +90,10 @@ def reporter(exp: Experiment) -> tune.CLIReporter:
     columns = {"variant": "variant", "seed": "seed", **{k: k for k in exp.space}}
     metrics = {**{f"ablated/{k}": k for k in exp.shown_axes}, **PROGRESS_METRICS}
     return tune.CLIReporter(parameter_columns=columns, metric_columns=metrics, max_report_frequency=30,
-                            sort_by_metric=False, max_progress_rows=40)
+                            sort_by_metric=False, max_progress_rows=40,
+                            # explicit: left unset, Tune derives it from the global verbosity the previous
+                            # fit() in this process left behind, and a second search prints no table
+                            print_intermediate_tables=True)
 
 
 class _FlushingLoggingActor(_WandbLoggingActor):

@@ -60,9 +60,10 @@ variants:
         while time.monotonic() < deadline:
             dirs = _trial_dirs(exp_dir)
             if len(dirs) == 2 and all(2 <= checkpointed(d) < 6 for d in dirs):
-                c.remove_node(workers[0], allow_graceful=False)  # a spot instance vanishes
+                # a spot instance vanishes; its trial waits for the surviving worker and resumes there
+                # (no replacement node: Ray's Node can only start from the main thread)
+                c.remove_node(workers[0], allow_graceful=False)
                 killed.append(time.monotonic())
-                c.add_node(num_cpus=1)  # ... and the autoscaler brings a replacement
                 return
             time.sleep(0.2)
 
