@@ -62,6 +62,7 @@ class TrialConfig(BaseModel):
     aug_scale: tuple[float, float] = (1.0, 1.0)
     aug_flip: bool = False
     tta: Literal["off", "flip", "multiscale"] = "off"
+    in_memory: bool = False  # decode every image once into memory (small datasets: no PNG decoding per step)
     # --- run --------------------------------------------------------------------------------
     seed: int = 0
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -70,6 +71,7 @@ class TrialConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int | None = Field(None, ge=1)
     export_predictions: bool = False
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints; the last epoch always gets one
 
     @field_validator("se", mode="before")
     @classmethod

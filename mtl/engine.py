@@ -57,7 +57,14 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     total_sum = 0.0
     steps = images = 0
     start = time.perf_counter()
-    for batch in loader:
+    waited = 0.0  # seconds spent waiting for the loader: the data share of the step time
+    batches = iter(loader)
+    while True:
+        tick = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - tick
+        if batch is None:
+            break
         rgb, semseg, depth_m = rt.inputs(batch)
         with rt.autocast():
             out = model(rgb)
@@ -85,7 +92,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     seconds = time.perf_counter() - start
     mean = (task_sums / max(steps, 1)).tolist()
     return {"train_loss": total_sum / max(steps, 1), "train_semseg_loss": mean[0], "train_depth_loss": mean[1],
-            "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds}
+            "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "train_data_seconds": waited}
 
 
 @torch.no_grad()
@@ -131,4 +138,5 @@ def evaluate(model: nn.Module, loader, rt: Runtime, tta: str = "off") -> dict[st
     metrics["multitask"] = multitask_score(metrics["semseg_miou"], metrics["depth_silog"])
     metrics.update({"iou_" + name.replace(" ", "_"): v for name, v in conf.per_class().items()})
     metrics["eval_img_per_s"] = images / max(seconds, 1e-9)
+    metrics["eval_seconds"] = seconds
     return metrics

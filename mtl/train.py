@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ class _Run:
         self.cfg = cfg
         self.device = resolve_device(cfg)
         _seed(cfg, self.device)
+        tick = time.perf_counter()
         self.data = build_data(cfg, progress=progress)
+        self.times = Timings(data_setup=time.perf_counter() - tick)
         self.model = build_model(cfg).to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -92,6 +95,9 @@ class _Run:
         self.parameters = count_parameters(self.model)
         self.epoch = 0
         self.best: dict[str, float] = {"best_multitask": float("-inf"), "best_epoch": 0}
+
+    def checkpoint_due(self) -> bool:
+        return self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -121,6 +127,8 @@ class _Run:
         self.weighting.end_epoch({"semseg": train["train_semseg_loss"], "depth": train["train_depth_loss"]})
         self.scheduler.step()
         val = evaluate(self.model, self.val_loader, self.rt, cfg.tta)
+        self.times.add(train["train_seconds"] - train["train_data_seconds"], train["train_data_seconds"],
+                       val["eval_seconds"])
         self.epoch = epoch + 1
         if val["multitask"] > self.best["best_multitask"]:
             self.best = {"best_multitask": val["multitask"], "best_epoch": self.epoch}
@@ -128,6 +136,30 @@ class _Run:
                 "epoch_seconds": time.perf_counter() - start, "peak_memory_mb": _peak_memory_mb(self.device),
                 "parameters": self.parameters, **self.best,
                 "status": "completed" if self.epoch == cfg.epochs else "running"}
+
+
+@dataclass
+class Timings:
+    """Where a run's wall time goes, in seconds (cumulative): reported as `time_*` metrics every epoch."""
+
+    startup: float = 0.0  # from train() to the first step: data (generation or decoding), model, resume
+    data_setup: float = 0.0  # the part of start-up spent opening / decoding the datasets
+    data: float = 0.0  # waiting for the loader during training
+    train: float = 0.0  # training steps (forward, backward, optimizer)
+    eval: float = 0.0
+    checkpoint: float = 0.0  # saving, plus Tune's copy into the experiment storage
+
+    def add(self, train: float, data: float, evaluation: float) -> None:
+        self.train, self.data, self.eval = self.train + train, self.data + data, self.eval + evaluation
+
+    def as_metrics(self, wall: float, pending_checkpoint: float = 0.0) -> dict[str, float]:
+        parts = {"startup": self.startup, "data": self.data, "train": self.train, "eval": self.eval,
+                 "checkpoint": self.checkpoint + pending_checkpoint}
+        out = {f"time_{k}_s": round(v, 3) for k, v in parts.items()}
+        out.update(time_data_setup_s=round(self.data_setup, 3), time_wall_s=round(wall, 3),
+                   time_other_s=round(max(wall - sum(parts.values()), 0.0), 3),
+                   time_in_steps=round((self.train + self.eval) / max(wall, 1e-9), 4))
+        return out
 
 
 def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:
@@ -138,15 +170,18 @@ def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:
 
 def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
           out_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Train (or resume from `checkpoint_dir`) and call report(metrics, checkpoint_path) every epoch.
+    """Train (or resume from `checkpoint_dir`) and call report(metrics, checkpoint_path) every epoch, with a
+    checkpoint every `checkpoint_every` epochs and at the last one (None in between).
 
     Checkpoints go to out_dir/last and out_dir/best when `out_dir` is given, otherwise to a temporary
     directory that lives until `report` returns (Tune copies it to the experiment storage)."""
     report = report or (lambda metrics, path: None)
+    started = time.perf_counter()
     run = _Run(cfg, progress)
     state = load_checkpoint(checkpoint_dir, run.device) if checkpoint_dir else None
     if state is not None:
         run.load(state)
+    run.times.startup = time.perf_counter() - started
     metrics: dict[str, Any] = {"epoch": run.epoch, "status": "completed", **run.best}
     while run.epoch < cfg.epochs:
         try:
@@ -155,13 +190,29 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | 
             metrics = _diverged(run, e)
             report(metrics, None)
             return metrics
-        with (nullcontext(str(Path(out_dir) / "last")) if out_dir else tempfile.TemporaryDirectory()) as ckpt:
-            save_checkpoint(ckpt, run.state())
-            if out_dir and run.best["best_epoch"] == run.epoch:
-                save_checkpoint(Path(out_dir) / "best", run.state())
-            report(metrics, ckpt)
+        metrics = _report_epoch(run, metrics, report, out_dir, started)
     if cfg.export_predictions and out_dir:
         export_test_predictions(run, Path(out_dir) / "predictions")
+    return metrics
+
+
+def _report_epoch(run: _Run, metrics: dict[str, Any], report: Report, out_dir: str | Path | None,
+                  started: float) -> dict[str, Any]:
+    """Checkpoint when due, then report; the time split so far rides along (`time_*` keys). Tune persists
+    a checkpoint inside report(): that copy counts as checkpoint time from the next epoch's figures on."""
+    tick = time.perf_counter()
+    if not run.checkpoint_due():
+        metrics = {**metrics, **run.times.as_metrics(tick - started)}
+        report(metrics, None)
+        return metrics
+    with (nullcontext(str(Path(out_dir) / "last")) if out_dir else tempfile.TemporaryDirectory()) as ckpt:
+        save_checkpoint(ckpt, run.state())
+        if out_dir and run.best["best_epoch"] == run.epoch:
+            save_checkpoint(Path(out_dir) / "best", run.state())
+        now = time.perf_counter()
+        metrics = {**metrics, **run.times.as_metrics(now - started, pending_checkpoint=now - tick)}
+        report(metrics, ckpt)
+    run.times.checkpoint += time.perf_counter() - tick
     return metrics
 
 

@@ -46,10 +46,24 @@ def test_miniscapes_loader_reads_generated_data(tiny_synth):
     s = ds[0]
     assert s["rgb"].shape == (3, 32, 64) and s["rgb"].dtype == torch.float32
     assert s["semseg"].shape == (32, 64) and s["semseg"].dtype == torch.int64
-    assert s["depth"].shape == (1, 32, 64) and float(s["depth"].min()) >= DEPTH_MIN
+    valid = torch.isfinite(s["depth"])
+    assert s["depth"].shape == (1, 32, 64) and float(s["depth"][valid].min()) >= DEPTH_MIN
+    assert 0 < (~valid).sum() < valid.sum()  # the sky is invalid, the rest is not
     raw = np.asarray(Image.open(tiny_synth / "train" / "depth" / "000000.png"))
-    assert torch.allclose(s["depth"][0], torch.from_numpy(disparity8_to_depth(raw)))
+    assert torch.allclose(s["depth"][0], torch.from_numpy(disparity8_to_depth(raw)), equal_nan=True)
     assert len(open_dataset(tiny_synth, "val", limit=2)) == 2
+
+
+def test_in_memory_dataset_matches_the_files(tiny_synth):
+    from mtl.data.loading import InMemoryDataset
+
+    files = open_dataset(tiny_synth, "train", transform=JointTransform(train=True, crop=(16, 16), flip=True))
+    memory = InMemoryDataset(files)
+    assert len(memory) == len(files) and memory.nbytes == 8 * 32 * 64 * (3 + 1 + 4)
+    for key in ((0, 11), (5, 12345)):
+        a, b = files[key], memory[key]
+        for name in ("rgb", "semseg", "depth"):
+            assert torch.equal(a[name].nan_to_num(-1), b[name].nan_to_num(-1)), name
 
 
 def test_stats_cli_matches_generation_meta(tiny_synth, capsys):

@@ -49,16 +49,20 @@ def test_label_and_depth_ranges(tiny_synth):
         assert np.all((labels < NUM_CLASSES) | (labels == IGNORE_INDEX))
     for path in (tiny_synth / "train" / "depth").iterdir():
         code = np.asarray(Image.open(path))
-        assert code.min() >= 1  # every synthetic pixel has a valid depth; 0 is reserved for invalid
-    _, _, depth = render_sample(0, "train", 3, 32, 64)
-    assert depth.dtype == np.float32 and depth.min() >= DEPTH_MIN and depth.max() <= DEPTH_MAX
+        labels = np.asarray(Image.open(tiny_synth / "train" / "semseg" / path.name))
+        assert np.all(code[labels == CLS["sky"]] == 0)  # sky: invalid, as in Cityscapes
+        assert (code > 0).mean() > 0.5  # the scene itself keeps its depth
+    _, label, depth = render_sample(0, "train", 3, 32, 64)
+    valid = np.isfinite(depth)
+    assert depth.dtype == np.float32 and depth[valid].min() >= DEPTH_MIN and depth[valid].max() < DEPTH_MAX
+    assert not valid[label == CLS["sky"]].any()
 
 
 @pytest.mark.parametrize("index", range(6))
-def test_sky_is_far_and_road_recedes_upwards(index):
+def test_sky_is_invalid_and_road_recedes_upwards(index):
     _, label, depth = render_sample(7, "val", index, 64, 128)
-    assert np.all(depth[label == CLS["sky"]] == DEPTH_MAX)
-    road = label == CLS["road"]
+    assert np.all(np.isnan(depth[label == CLS["sky"]]))
+    road = (label == CLS["road"]) & np.isfinite(depth)
     assert road.any()
     for col in range(label.shape[1]):
         d = depth[road[:, col], col]  # top to bottom

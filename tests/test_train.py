@@ -34,6 +34,17 @@ def test_two_epoch_run_learns_and_reports_everything():
     assert all(path is not None for _, path in history)  # a checkpoint with every report
 
 
+def test_checkpoint_every_and_time_split():
+    history, report = _collect()
+    train(SMOKE.replace(epochs=3, checkpoint_every=2, in_memory=True), report)
+    assert [path is not None for _, path in history] == [False, True, True]  # every 2nd epoch and the last
+    last = history[-1][0]
+    parts = ("startup", "data", "train", "eval", "checkpoint", "other")
+    assert sum(last[f"time_{p}_s"] for p in parts) == pytest.approx(last["time_wall_s"], abs=0.01)
+    assert last["time_train_s"] > 0 and last["time_eval_s"] > 0 and last["time_checkpoint_s"] > 0
+    assert 0 < last["time_in_steps"] <= 1
+
+
 class _Crash(RuntimeError):
     pass
 

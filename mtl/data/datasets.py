@@ -45,7 +45,9 @@ def _check_labels(label: np.ndarray, path: Path) -> np.ndarray:
     return label
 
 
-class _Base(Dataset):
+class SampleDataset(Dataset):
+    """A dataset of (rgb, semseg, depth) samples; subclasses implement `read_raw`."""
+
     def __init__(self, transform: Callable | None) -> None:
         self.transform = transform
         self.items: list[tuple[Path, ...]] = []
@@ -83,7 +85,7 @@ def _missing_twins(names: list[str], folder: Path) -> None:
         raise DatasetError(f"{folder}: no file for {len(names)} rgb image(s): {shown}")
 
 
-class MiniscapesDataset(_Base):
+class MiniscapesDataset(SampleDataset):
     """`{root}/{split}/rgb/{idx}.{png,jpg}` + `semseg/{idx}.png` (P or L) + `depth/{idx}.png` (8-bit disparity)."""
 
     def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
@@ -115,7 +117,7 @@ class MiniscapesDataset(_Base):
         return rgb, semseg, disparity8_to_depth(code)
 
 
-class CityscapesDataset(_Base):
+class CityscapesDataset(SampleDataset):
     """`leftImg8bit/{split}/{city}/*_leftImg8bit.png` + gtFine labelIds + disparity + camera json."""
 
     def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
@@ -169,6 +171,6 @@ def detect_layout(root: str | Path) -> str:
 
 
 def open_dataset(root: str | Path, split: str, transform: Callable | None = None,
-                 limit: int | None = None) -> _Base:
+                 limit: int | None = None) -> SampleDataset:
     cls = CityscapesDataset if detect_layout(root) == "cityscapes" else MiniscapesDataset
     return cls(root, split, transform=transform, limit=limit)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtl.config import ConfigError, TrialConfig
 from mtl.data.cache import cache_root, ensure_synthetic
-from mtl.data.datasets import open_dataset
+from mtl.data.datasets import RawSample, SampleDataset, open_dataset
 from mtl.data.depth_units import DepthUnit
 from mtl.data.stats import compute_stats
 from mtl.data.transforms import JointTransform
@@ -40,6 +40,23 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return self.size
+
+
+class InMemoryDataset(SampleDataset):
+    """A dataset decoded once into memory (rgb uint8, labels uint8, depth float32 per image): the same samples
+    as its source, without reading and decoding three PNGs per sample and epoch."""
+
+    def __init__(self, source: SampleDataset) -> None:
+        super().__init__(source.transform)
+        self.items = source.items
+        self.samples: list[RawSample] = [source.read_raw(i) for i in range(len(source))]
+
+    def read_raw(self, index: int) -> RawSample:
+        return self.samples[index]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for sample in self.samples for a in sample)
 
 
 @dataclass
@@ -83,6 +100,8 @@ def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False
     if len(train) < cfg.batch_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training images")
     val = open_dataset(root, "val", eval_tf, limit=counts["val"])
+    if cfg.in_memory:
+        train, val = InMemoryDataset(train), InMemoryDataset(val)
     test = open_dataset(root, "test", eval_tf, limit=counts["test"]) if with_test else None
     return RunData(root, stats, DepthUnit.from_stats(cfg.depth_unit, stats), train, val, test)
 

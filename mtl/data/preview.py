@@ -16,10 +16,14 @@ from mtl.data.labels import colorize
 
 
 def colorize_depth(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) metres -> (H, W, 3) uint8, near = bright; inverse depth spreads the near range; NaN black."""
+    """(H, W) metres -> (H, W, 3) uint8, near = bright; inverse depth spreads the near range. Invalid (NaN)
+    pixels get a grey/white checkerboard, so they never pass for far (dark) depth."""
     inv = (1.0 / np.clip(depth_m, DEPTH_MIN, DEPTH_MAX) - 1 / DEPTH_MAX) / (1 / DEPTH_MIN - 1 / DEPTH_MAX)
     rgb = (colormaps["magma"](np.sqrt(np.nan_to_num(inv, nan=0.0)))[..., :3] * 255).astype(np.uint8)
-    rgb[~np.isfinite(depth_m)] = 0
+    rows, cols = np.indices(depth_m.shape)
+    checker = np.where(((rows // 4) + (cols // 4)) % 2 == 0, 150, 210).astype(np.uint8)
+    invalid = ~np.isfinite(depth_m)
+    rgb[invalid] = checker[invalid][:, None]
     return rgb
 
 

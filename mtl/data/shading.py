@@ -124,12 +124,15 @@ def shade(scene: Scene, rays: Rays, hits: Hits, rng: np.random.Generator):
     sun = lt.sun
     lambert = np.maximum(n[0] * sun[0] + n[1] * sun[1] + n[2] * sun[2], 0.0).astype(F32) * lit
     colour *= (lt.ambient + lt.sun_strength * lambert)[:, None]
-    depth = np.clip(np.where(sky, DEPTH_MAX, t), DEPTH_MIN, DEPTH_MAX)
-    haze = (depth / (depth + lt.haze_distance)).astype(F32)[:, None]
+    seen = np.clip(np.where(sky, DEPTH_MAX, t), DEPTH_MIN, DEPTH_MAX)  # what the haze sees
+    haze = (seen / (seen + lt.haze_distance)).astype(F32)[:, None]
     colour += (lt.sky_horizon.astype(F32) - colour) * haze
     colour[sky] = _sky(scene, d[0][sky], d[1][sky], d[2][sky])
     colour = np.sqrt(np.clip(colour * F32(lt.exposure), 0.0, 1.0))  # cheap gamma
     level = np.floor(colour * 255.0 + 0.5).astype(np.int16)
     level += rng.integers(-lt.noise, lt.noise + 1, size=level.shape, dtype=np.int16)  # sensor noise
     rgb = np.clip(level, 0, 255).astype(np.uint8)
+    # As in Cityscapes, the sky and anything at or beyond the far plane have no valid depth (NaN; code 0 in
+    # the disparity PNG): a 300 m sky mass would dominate the depth statistics and the loss.
+    depth = np.where(sky | (t >= DEPTH_MAX), np.nan, seen)
     return rgb.reshape(h, w, 3), label.reshape(h, w), depth.astype(np.float32).reshape(h, w)

@@ -26,7 +26,7 @@ from mtl.data.raycast import cast, make_rays
 from mtl.data.scene_sampler import sample_scene
 from mtl.data.stats import StatsAccumulator
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: sky and far-plane depth invalid (NaN / code 0), as in Cityscapes
 SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 
