@@ -75,6 +75,37 @@ def scatter(frame: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def trends(frame: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
+    """Each trial's metric against each ordered numeric axis, with the OLS fit and its 95 % CI in the legend."""
+    from analysis.stats import numeric_axis
+
+    panels = fits.dropna(subset=["slope"])
+    if panels.empty:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False)
+    done = frame[frame["status"] == "completed"]
+    for ax, (_, fit) in zip(axes[0], panels.iterrows(), strict=True):
+        part = done
+        for cond in filter(None, fit["group"].split(", ")):
+            key, value = cond.split("=", 1)
+            part = part[part[f"config/{key}"].astype(str) == value]
+        x = np.asarray(numeric_axis(part[f"config/{fit['axis'].removesuffix('[0]')}"].tolist()), float)
+        xs = np.log10(x) if fit["log_x"] else x
+        y = pd.to_numeric(part[fit["metric"]], errors="coerce").to_numpy()
+        ax.scatter(x, y, s=18, alpha=0.7)
+        grid = np.linspace(xs.min(), xs.max(), 20)
+        line = np.nanmean(y) + fit["slope"] * (grid - xs.mean())  # the fit through the centroid
+        ax.plot(10**grid if fit["log_x"] else grid, line, color="tab:red",
+                label=f"slope {fit['slope']:+.2f} [{fit['ci_low']:+.2f}, {fit['ci_high']:+.2f}]")
+        if fit["log_x"]:
+            ax.set_xscale("log")
+        title = LABELS.get(fit["metric"], fit["metric"]) + (f" ({fit['group']})" if fit["group"] else "")
+        ax.set(xlabel=fit["axis"] + (" (log10 axis)" if fit["log_x"] else ""), title=title)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def predictions(res: ExperimentResults, rows: list[str], path: Path, images: int = 2) -> Path | None:
     """RGB | GT semseg | predicted semseg | GT depth | predicted depth for the best trial of each variant,
     from its best checkpoint on the first validation images."""

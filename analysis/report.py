@@ -22,7 +22,16 @@ import yaml
 
 from analysis import plots
 from analysis.results import ExperimentResults, load_results
-from analysis.tables import DEFAULT_COLUMNS, ablation_stats, display_table, wandb_sheet
+from analysis.stats import axis_trends
+from analysis.tables import (
+    DEFAULT_COLUMNS,
+    TESTED,
+    ablation_stats,
+    display_table,
+    stats_footnote,
+    trend_lines,
+    wandb_sheet,
+)
 
 FORMATS = ("md", "tex", "csv", "parquet", "html")
 TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg_miou", "depth_silog", "best_epoch",
@@ -74,7 +83,8 @@ _SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];do
 i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
 
 
-def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, figures: list[Path]) -> str:
+def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, figures: list[Path],
+          notes: list[str]) -> str:
     rec = res.record
     banner = ""
     if res.partial:
@@ -89,17 +99,22 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>mtl-tune report: {html.escape(res.name)}</title>
 <style>{_CSS}</style></head><body data-images-loaded="pending">
 <h1>mtl-tune report: {html.escape(res.name)}</h1>{banner}<table class="meta">{meta_rows}</table>
-<h2>Ablation table</h2><p>mean ± std [95 % CI, t-distribution] over completed seeds; Δ against the baseline with
-Welch's t-test (p ≥ 0.05: within noise); best value per column in bold. Failed and stopped runs are listed in the
-status column, never averaged in.</p>{_html_table(table)}
+<h2>Ablation table</h2><p>mean ± std [95 % CI, t-distribution] over completed seeds; Δ against the baseline
+[95 % CI]; best value per column in bold. Failed and stopped runs are listed in the status column, never averaged
+in.</p>{_html_table(table)}<p>{html.escape(notes[0])}</p>
+<h2>Trends along ordered axes</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:]) or
+"<li>No ordered numeric axis in this experiment.</li>"}</ul>
 <h2>Trials</h2>{_html_table(trials)}
 <h2>Figures</h2>{''.join(_img(f) for f in figures)}
 <h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
 
 
-def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, out: Path) -> list[Path]:
+def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, fits: pd.DataFrame,
+             out: Path) -> list[Path]:
     figs = [plots.curves(res, rows, out / "curves.png"), plots.bars(stats_df, out / "bars.png"),
             plots.scatter(res.frame, out / "scatter.png")]
+    trend_fig = plots.trends(res.frame, fits, out / "trends.png")
+    figs += [trend_fig] if trend_fig else []
     grid = plots.predictions(res, rows, out / "predictions.png", images=2 if len(rows) <= 3 else 1)
     return figs + ([grid] if grid else [])
 
@@ -111,15 +126,20 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
         ["cost"] if res.record["spec"].get("trial_price_per_hour") is not None else [])
     stats_df = ablation_stats(res.frame, rows, baseline, columns)
     table = display_table(stats_df)
+    tested = [c for c in columns if c in TESTED]
+    fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
+    notes = [stats_footnote(stats_df), *trend_lines(fits)]
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
         title = f"# {res.name}" + (" (partial results)" if res.partial else "")
-        (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n")
+        lines = "".join(f"- {n}\n" for n in notes[1:])
+        (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n\n{notes[0]}\n\n{lines}")
     if "tex" in formats:
         (out / "table.tex").write_text(_latex(stats_df))
     if "csv" in formats:
         display_table(stats_df, bold=lambda s: s).to_csv(out / "table.csv", index=False)
         stats_df.to_csv(out / "stats.csv", index=False)
+        fits.to_csv(out / "trends.csv", index=False)
         wandb_sheet(res.frame, res.record["ablated"]).to_csv(out / "wandb_sheet.csv", index=False)
     if "parquet" in formats:
         stats_df.to_parquet(out / "stats.parquet", index=False)
@@ -127,7 +147,8 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     if "html" in formats:
         html_table = display_table(stats_df, bold=lambda s: f"<strong>{html.escape(s)}</strong>")
         html_table = html_table.map(lambda v: v if str(v).startswith("<strong>") else html.escape(str(v)))
-        (out / "report.html").write_text(_html(res, html_table, trials, _figures(res, rows, stats_df, out)))
+        figures = _figures(res, rows, stats_df, fits, out)
+        (out / "report.html").write_text(_html(res, html_table, trials, figures, notes))
     (out / "report.json").write_text(json.dumps({"partial": res.partial, "rows": rows, "baseline": baseline}))
     return out / "report.html"
 

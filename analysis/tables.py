@@ -1,9 +1,10 @@
 """Ablation tables: one row per variant, statistics over seeds, honest about noise and failures.
 
 Per metric: mean, std, n and a 95 % confidence interval from the t-distribution over the seeds
-that completed. With >= 2 seeds on both sides, the difference to the baseline row gets a Welch
-t-test; p >= 0.05 is marked as within noise. Diverged, errored and stopped-early trials are listed
-in the status column and never averaged in.
+that completed. The difference to the baseline row gets a paired t-test when every seed pairs up
+and Welch's t-test otherwise (`analysis.stats`), Holm–Bonferroni across the table's variants; an
+adjusted p >= 0.05 is marked as within noise, with the seeds that would give 80 % power. Diverged,
+errored and stopped-early trials are listed in the status column and never averaged in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from tabulate import tabulate
+
+from analysis.stats import compare, holm
 
 DEFAULT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "parameters", "peak_memory_mb", "train_time_s")
 LABELS = {"multitask": "Multitask", "semseg_miou": "mIoU", "depth_silog": "SI-logRMSE", "depth_abs_rel": "AbsRel",
@@ -42,17 +45,6 @@ def summarize(values) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": n, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def welch(a, b) -> float:
-    """Two-sided p-value of Welch's t-test; nan with fewer than 2 values on a side. Without any variance
-    the test is undefined: equal constants count as no difference (1), different ones as certain (0)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    if a.std() == 0 and b.std() == 0:
-        return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def status_text(statuses: list[str]) -> str:
     counts = Counter(statuses)
     done = counts.pop("completed", 0)
@@ -60,9 +52,17 @@ def status_text(statuses: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _values(trials: pd.DataFrame, col: str) -> pd.Series:
+    """A column's finite values indexed by seed, scaled for display."""
+    values = pd.to_numeric(trials[col], errors="coerce") * SCALE.get(col, 1.0)
+    return pd.Series(values.to_numpy(), index=trials["seed"].to_numpy()).dropna()
+
+
 def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=DEFAULT_COLUMNS) -> pd.DataFrame:
-    """Long-form statistics: one row per (variant, column), with delta / p-value against the baseline."""
+    """Long-form statistics: one row per (variant, column), with Δ, its CI, the test, raw and Holm-adjusted p
+    and the seeds needed against the baseline."""
     completed = frame[frame["status"] == "completed"]
+    base_trials = completed[completed["variant"] == baseline]
     records = []
     for variant in rows:
         trials = frame[frame["variant"] == variant]
@@ -72,16 +72,48 @@ def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=
         for col in columns:
             if col not in frame:
                 continue
-            values = pd.to_numeric(mine[col], errors="coerce").dropna() * SCALE.get(col, 1.0)
-            base = pd.to_numeric(completed[completed["variant"] == baseline][col], errors="coerce").dropna() \
-                * SCALE.get(col, 1.0)
-            s = summarize(values)
-            delta = s["mean"] - float(base.mean()) if len(base) and col in TESTED and variant != baseline else math.nan
-            p = welch(values, base) if col in TESTED and variant != baseline else math.nan
-            records.append({"variant": variant, "status": status_text(list(trials["status"])), "column": col, **s,
-                            "delta": delta, "p_value": p, "within_noise": bool(p >= ALPHA) if np.isfinite(p) else None,
-                            "baseline": variant == baseline})
-    return pd.DataFrame(records)
+            values = _values(mine, col)
+            record = {"variant": variant, "status": status_text(list(trials["status"])), "column": col,
+                      **summarize(values), "baseline": variant == baseline}
+            if col in TESTED and variant != baseline:
+                record.update(compare(values, _values(base_trials, col)))
+            records.append(record)
+    out = pd.DataFrame(records)
+    for col in ("test", "delta", "delta_ci_low", "delta_ci_high", "p_value", "seeds_needed"):
+        if col not in out:
+            out[col] = math.nan
+    out["p_holm"] = math.nan
+    for _, idx in out.groupby("column").groups.items():  # the family: one metric across the table's variants
+        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_value"].tolist())
+    out["within_noise"] = [bool(p >= ALPHA) if np.isfinite(p) else None for p in out["p_holm"]]
+    return out
+
+
+def stats_footnote(stats_df: pd.DataFrame) -> str:
+    """The footnote: which test each Δ used, and the correction."""
+    used = sorted(t for t in stats_df.get("test", pd.Series(dtype=object)).dropna().unique() if isinstance(t, str))
+    if not used:
+        return "No Δ could be tested (fewer than 2 completed seeds on a side)."
+    names = {"paired t": "paired t-test on per-seed differences (every seed present on both sides)",
+             "Welch t": "Welch's t-test (seeds do not pair up)"}
+    return ("Δ against the baseline: " + "; ".join(names[t] for t in used) +
+            f". p is Holm–Bonferroni-adjusted across the table's variants per metric (raw p in stats.csv); "
+            f"adjusted p ≥ {ALPHA}: within noise, with the seeds that would give 80 % power at the observed effect.")
+
+
+def trend_lines(fits: pd.DataFrame) -> list[str]:
+    """One sentence per fitted trend: slope per unit of the axis (per decade on a log axis), CI, p, verdict."""
+    lines = []
+    for _, f in fits.iterrows():
+        label = LABELS.get(f["metric"], f["metric"]) + (f" ({f['group']})" if f["group"] else "")
+        if not np.isfinite(f["slope"]) or not np.isfinite(f["ci_low"]):
+            lines.append(f"{label} vs {f['axis']}: too few completed trials for a trend (n={f['n']}).")
+            continue
+        unit = "per decade" if f["log_x"] else "per unit"
+        verdict = "resolved" if f["ci_low"] > 0 or f["ci_high"] < 0 else "unresolved (the CI includes 0)"
+        lines.append(f"{label} vs {f['axis']}: slope {f['slope']:+.2f} {unit} [95 % CI {f['ci_low']:+.2f}, "
+                     f"{f['ci_high']:+.2f}], p={f['p_value']:.2g}, n={f['n']} trials ({f['model']}): {verdict}.")
+    return lines
 
 
 def best_mask(stats_df: pd.DataFrame) -> set[tuple[str, str]]:
@@ -113,9 +145,13 @@ def _delta(r: pd.Series) -> str:
     sign = f"{r['delta']:+.2f}"
     if r["within_noise"] is None:
         return sign + " (n<2)"
+    if np.isfinite(r["delta_ci_low"]) and r["delta_ci_low"] != r["delta_ci_high"]:
+        sign += f" [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
     if r["within_noise"]:
-        return sign + " (within noise)"
-    return sign + (" (p<0.001)" if r["p_value"] < 0.001 else f" (p={r['p_value']:.3f})")
+        need = r["seeds_needed"]
+        hint = f"; ~{int(need)} seeds for 80 % power" if np.isfinite(need) else "; no effect to power"
+        return sign + f" (within noise, p_adj={r['p_holm']:.2f}{hint})"
+    return sign + (" (p_adj<0.001)" if r["p_holm"] < 0.001 else f" (p_adj={r['p_holm']:.3f})")
 
 
 def display_table(stats_df: pd.DataFrame, bold=lambda s: f"**{s}**") -> pd.DataFrame:
