@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from analysis import plots
-from analysis.results import ExperimentResults, load_results
+from analysis.results import RESULTS_FILE, ExperimentResults, load_results
 from analysis.stats import axis_trends
 from analysis.tables import (
     DEFAULT_COLUMNS,
@@ -29,6 +29,7 @@ from analysis.tables import (
     ablation_stats,
     display_table,
     stats_footnote,
+    time_split,
     trend_lines,
     wandb_sheet,
 )
@@ -92,7 +93,9 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
         banner = (f'<p class="partial">Partial results: {done} of {rec["trial_count"]} trials finished '
                   "(the search is still running or was interrupted). Statistics cover finished trials only.</p>")
     meta = {"experiment": res.uri, "profile": rec.get("profile"), "metric": f"{rec['metric']} ({rec['mode']})",
-            "trials": rec["trial_count"], "seeds": ", ".join(map(str, rec["seeds"])), "started": rec.get("started"),
+            "trials": rec["trial_count"], "seeds": ", ".join(map(str, rec["seeds"])),
+            "--set": ", ".join(f"{k}={v}" for k, v in (rec.get("set") or {}).items()) or "(none)",
+            "started": rec.get("started"),
             "report built": time.strftime("%Y-%m-%d %H:%M:%S")}
     meta_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
     spec_text = yaml.safe_dump({"spec": rec["spec"], "defaults (fixed + profile)": rec["defaults"]}, sort_keys=False)
@@ -102,8 +105,8 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
 <h2>Ablation table</h2><p>mean ± std [95 % CI, t-distribution] over completed seeds; Δ against the baseline
 [95 % CI]; best value per column in bold. Failed and stopped runs are listed in the status column, never averaged
 in.</p>{_html_table(table)}<p>{html.escape(notes[0])}</p>
-<h2>Trends along ordered axes</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:]) or
-"<li>No ordered numeric axis in this experiment.</li>"}</ul>
+<h2>Trends along ordered axes</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:-1]) or
+"<li>No ordered numeric axis in this experiment.</li>"}</ul><p>{html.escape(notes[-1])}</p>
 <h2>Trials</h2>{_html_table(trials)}
 <h2>Figures</h2>{''.join(_img(f) for f in figures)}
 <h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
@@ -129,11 +132,13 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     tested = [c for c in columns if c in TESTED]
     fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
     notes = [stats_footnote(stats_df), *trend_lines(fits)]
+    timing = time_split(res.frame)
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
         title = f"# {res.name}" + (" (partial results)" if res.partial else "")
         lines = "".join(f"- {n}\n" for n in notes[1:])
-        (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n\n{notes[0]}\n\n{lines}")
+        (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n\n{notes[0]}\n\n{lines}\n"
+                                      f"{timing}\n")
     if "tex" in formats:
         (out / "table.tex").write_text(_latex(stats_df))
     if "csv" in formats:
@@ -148,16 +153,19 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
         html_table = display_table(stats_df, bold=lambda s: f"<strong>{html.escape(s)}</strong>")
         html_table = html_table.map(lambda v: v if str(v).startswith("<strong>") else html.escape(str(v)))
         figures = _figures(res, rows, stats_df, fits, out)
-        (out / "report.html").write_text(_html(res, html_table, trials, figures, notes))
+        (out / "report.html").write_text(_html(res, html_table, trials, figures, [*notes, timing]))
     (out / "report.json").write_text(json.dumps({"partial": res.partial, "rows": rows, "baseline": baseline}))
     return out / "report.html"
 
 
 def build_report(uri: str, out: str | None = None, formats=FORMATS) -> str:
     """Report of the experiment at `uri`; S3 experiments are built locally and uploaded next to the results."""
-    res = load_results(uri)
+    return _build(load_results(uri), out, formats)
+
+
+def _build(res: ExperimentResults, out: str | None, formats) -> str:
     if res.frame.empty:
-        raise SystemExit(f"{uri}: no trial has started yet; nothing to report")
+        raise SystemExit(f"{res.uri}: no trial has started yet; nothing to report")
     if res.storage.is_s3:
         local = Path(out) if out else Path(tempfile.mkdtemp(prefix=f"mtl-report-{res.name}-"))
         path = write_report(res, local, formats)
@@ -167,16 +175,53 @@ def build_report(uri: str, out: str | None = None, formats=FORMATS) -> str:
     return str(write_report(res, Path(out) if out else Path(res.uri) / "report", formats))
 
 
+def _ended(res: ExperimentResults, since: float) -> bool:
+    """The search is over: every trial finished, or the driver wrote results.parquet (it does so at the end,
+    also after Ctrl-C) since we started watching."""
+    if not res.partial:
+        return True
+    info = res.storage.fs.get_file_info(f"{res.uri.removeprefix('s3://')}/{RESULTS_FILE}")
+    return info.mtime is not None and info.mtime.timestamp() >= since
+
+
+def watch(uri: str, out: str | None = None, formats=FORMATS, every: float = 60.0,
+          max_rounds: int | None = None) -> str | None:
+    """Rebuild the report every `every` seconds while a search runs (labelled partial); returns the last
+    report's path once the experiment has ended (or after `max_rounds`)."""
+    since, rounds, path = time.time(), 0, None
+    while max_rounds is None or rounds < max_rounds:
+        rounds += 1
+        res = load_results(uri)
+        ended = _ended(res, since)
+        if res.frame.empty:
+            print(f"{time.strftime('%H:%M:%S')} waiting: no trial has started yet", flush=True)
+        else:
+            path = _build(res, out, formats)
+            state = "final" if not res.partial else ("partial, search ended" if ended else "partial")
+            print(f"{time.strftime('%H:%M:%S')} report ({state}): {path}", flush=True)
+        if ended:
+            return path
+        time.sleep(every)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
     p.add_argument("--out", help="output directory (default EXPERIMENT/report)")
     p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
+    p.add_argument("--watch", action="store_true", help="rebuild while the search runs; stop when it ends")
+    p.add_argument("--every", type=float, default=60.0, help="seconds between rebuilds with --watch")
     a = p.parse_args(argv)
+    if a.every <= 0:
+        p.error("--every must be > 0 seconds")
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         p.error(f"unknown format(s) {unknown}; allowed: {', '.join(FORMATS)}")
+    if a.watch:
+        watch(a.experiment, a.out, formats, a.every)
+        return
     print(build_report(a.experiment, a.out, formats))
 
 

@@ -23,6 +23,7 @@ RECORD_FILE = "mtl_experiment.json"
 RESULTS_FILE = "results.parquet"
 TRIAL_CONFIG_FILE = "trial_config.yaml"
 METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "train_loss")
+TIME_PARTS = ("startup", "data", "train", "eval", "checkpoint", "other")  # `time_<part>_s` of mtl.train
 _TEXT_FIELDS = ("pretrained", "crop_size")  # unions (bool | path, int | [h, w]): one type per parquet column
 
 
@@ -56,7 +57,7 @@ def trial_status(trial_state: str, last: dict[str, Any], planned_epochs: int) ->
     epoch = int(last.get("epoch") or 0)
     if trial_state != "TERMINATED":
         return f"running, epoch {epoch}"
-    if last.get("status") in ("completed", "diverged"):
+    if last.get("status") in ("completed", "diverged", "error"):
         return last["status"]
     return "completed" if epoch >= planned_epochs else f"stopped early at epoch {epoch}"
 
@@ -96,7 +97,7 @@ def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, recor
         "variant": config.get("variant", trial.config.get("variant")),
         "seed": config.get("seed", trial.config.get("seed")),
         "status": trial_status(trial.status, last, int(config.get("epochs", 0))),
-        "error": _error(trial),
+        "error": last.get("error_reason") or _error(trial),
         "epochs_run": int(last.get("epoch") or 0),
         "epochs_planned": config.get("epochs"),
         **{k: last.get(k) for k in METRICS},
@@ -105,6 +106,7 @@ def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, recor
         "train_img_per_s": _column(history, "train_img_per_s", "mean"),
         "parameters": last.get("parameters"),
         "peak_memory_mb": _column(history, "peak_memory_mb", "max"),
+        **{f"time_{p}_s": last.get(f"time_{p}_s") for p in (*TIME_PARTS, "wall")},
     }
     row["cost"] = round((row["train_time_s"] or 0) / 3600 * price, 4) if price is not None else None
     row.update({f"config/{k}": _plain(k, v) for k, v in config.items() if k != "variant"})

@@ -45,10 +45,15 @@ def summarize(values) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": n, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def status_text(statuses: list[str]) -> str:
+def status_text(statuses: list[str], errors: list | None = None) -> str:
+    """"2/3 completed; 1 error (out of memory: ...)": counts per status, with the distinct error reasons."""
     counts = Counter(statuses)
     done = counts.pop("completed", 0)
     parts = [f"{done}/{len(statuses)} completed"] + [f"{n} {s}" for s, n in sorted(counts.items())]
+    reasons = sorted({str(e)[:80] for s, e in zip(statuses, errors or [], strict=False) if s == "error" and e
+                      and not (isinstance(e, float) and math.isnan(e))})
+    if reasons:
+        parts = [p + f" ({'; '.join(reasons)})" if p.endswith(" error") else p for p in parts]
     return "; ".join(parts)
 
 
@@ -73,7 +78,8 @@ def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=
             if col not in frame:
                 continue
             values = _values(mine, col)
-            record = {"variant": variant, "status": status_text(list(trials["status"])), "column": col,
+            errors = list(trials["error"]) if "error" in trials else None
+            record = {"variant": variant, "status": status_text(list(trials["status"]), errors), "column": col,
                       **summarize(values), "baseline": variant == baseline}
             if col in TESTED and variant != baseline:
                 record.update(compare(values, _values(base_trials, col)))
@@ -183,6 +189,25 @@ def wandb_sheet(frame: pd.DataFrame, ablated: list[str]) -> pd.DataFrame:
         sheet[m] = frame.get(m)
     sheet["Notes"] = frame["error"].fillna("") if "error" in frame else ""
     return sheet
+
+
+def time_split(frame: pd.DataFrame) -> str:
+    """Where the trials' time went (mean over trials that report it): start-up, data, train steps, eval,
+    checkpoints, other, as seconds and shares of the trial's own wall time; Tune's trial time beside it."""
+    from analysis.results import TIME_PARTS
+
+    cols = [f"time_{p}_s" for p in TIME_PARTS]
+    done = frame.dropna(subset=[c for c in (*cols, "time_wall_s") if c in frame]) if "time_wall_s" in frame \
+        else frame.iloc[0:0]
+    if done.empty:
+        return "time split: not reported by these trials"
+    wall = done["time_wall_s"].mean()
+    parts = ", ".join(f"{p} {done[c].mean():.1f} s ({done[c].mean() / wall:.0%})"
+                      for p, c in zip(TIME_PARTS, cols, strict=True))
+    steps = (done["time_train_s"] + done["time_eval_s"]).sum() / done["time_wall_s"].sum()
+    tune = pd.to_numeric(done.get("train_time_s"), errors="coerce").mean()
+    return (f"time split per trial (mean of {len(done)}): {parts}; {steps:.0%} in train and eval steps; "
+            f"trial wall {wall:.1f} s in mtl.train, {tune:.1f} s as Tune counts it")
 
 
 def compact_table(frame: pd.DataFrame) -> str:

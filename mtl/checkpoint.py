@@ -38,9 +38,19 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     return directory
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read back (truncated or damaged)."""
+
+
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         return None
-    # our own files: they hold numpy RNG state, which the weights-only unpickler refuses
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        # our own files: they hold numpy RNG state, which the weights-only unpickler refuses
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises RuntimeError, EOFError, pickle errors... for a damaged file
+        raise CorruptCheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= set(state):
+        raise CorruptCheckpointError(f"{path}: not an mtl-tune checkpoint")
+    return state

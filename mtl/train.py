@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import resource
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from mtl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mtl.checkpoint import CorruptCheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import open_dataset
 from mtl.data.loading import build_data, make_loader
@@ -39,6 +40,7 @@ from mtl.optim import build_optimizer, build_scheduler
 from mtl.profiles import PROFILE_NAMES, PROFILES, resolve_profile
 
 Report = Callable[[dict[str, Any], str | None], None]
+log = logging.getLogger("mtl.train")
 
 
 def resolve_device(cfg: TrialConfig) -> torch.device:
@@ -178,7 +180,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | 
     report = report or (lambda metrics, path: None)
     started = time.perf_counter()
     run = _Run(cfg, progress)
-    state = load_checkpoint(checkpoint_dir, run.device) if checkpoint_dir else None
+    state = _resume_state(checkpoint_dir, run.device)
     if state is not None:
         run.load(state)
     run.times.startup = time.perf_counter() - started
@@ -194,6 +196,18 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | 
     if cfg.export_predictions and out_dir:
         export_test_predictions(run, Path(out_dir) / "predictions")
     return metrics
+
+
+def _resume_state(checkpoint_dir: str | Path | None, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to resume from; a damaged one is logged and the run restarts cleanly from epoch 0
+    (the same seed gives the same run, so nothing but time is lost)."""
+    if not checkpoint_dir:
+        return None
+    try:
+        return load_checkpoint(checkpoint_dir, device)
+    except CorruptCheckpointError as e:
+        log.warning("%s; restarting this run from epoch 0", e)
+        return None
 
 
 def _report_epoch(run: _Run, metrics: dict[str, Any], report: Report, out_dir: str | Path | None,

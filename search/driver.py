@@ -12,10 +12,11 @@ import ray
 from ray import tune
 
 from analysis.results import RECORD_FILE, RESULTS_FILE, load_results, parquet_bytes
-from analysis.tables import compact_table
+from analysis.tables import compact_table, time_split
 from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from search import tuning
+from search.record import EXIT_INTERRUPTED, experiment_record
 from search.storage import Storage
 from search.trials import Experiment
 
@@ -112,15 +113,13 @@ def _fit(tuner: tune.Tuner):
 
 
 def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
-    from search.cli import EXIT_INTERRUPTED, experiment_record
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
     # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     dashboard = _init_ray(args)
     exp_path = storage.experiment(exp.name)
     if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
-        storage.write_text(f"{exp_path}/{RECORD_FILE}", experiment_record(exp, args))
+        storage.write_text(f"{exp_path}/{RECORD_FILE}", experiment_record(exp))
     callbacks, wandb_dir = _callbacks(exp, args, storage)
     _watch_lines(exp, storage, dashboard, wandb_dir)
     if not args.address:
@@ -129,6 +128,7 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     results = load_results(storage.display(exp_path))
     storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
     print(compact_table(results.frame))
+    print(time_split(results.frame))
     print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
     if interrupted:
         print("interrupted: finished trials are kept; continue with the same command and --resume", flush=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from pathlib import Path
 
 import torch
 from tabulate import tabulate
@@ -15,7 +14,6 @@ from mtl.data.depth_units import DepthUnit
 from mtl.engine import Runtime
 from mtl.losses import TaskWeighting, task_losses
 from mtl.models import build_model
-from mtl.models.encoder import _BUILDERS, _cached_weights_path
 from mtl.optim import build_optimizer
 from search.trials import Experiment, format_value
 
@@ -32,20 +30,6 @@ def trial_table(exp: Experiment) -> str:
                             for kind, args in v.items())
         text += f"\nsampled by {exp.algorithm} ({exp.spec.search.num_samples} samples): {sampled}"
     return text
-
-
-def missing_weights(exp: Experiment) -> list[str]:
-    """Human-readable problems with `pretrained` weights that are not available offline."""
-    problems = []
-    for row in exp.rows:
-        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
-        if cfg.pretrained is True:
-            path = _cached_weights_path(_BUILDERS[cfg.encoder][1])
-            if not path.is_file():
-                problems.append(f"{cfg.encoder} ImageNet weights are not in the torch cache ({path})")
-        elif isinstance(cfg.pretrained, str) and not Path(cfg.pretrained).expanduser().is_file():
-            problems.append(f"weights file {cfg.pretrained} not found")
-    return sorted(set(problems))
 
 
 _SHAPE = ("architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels", "batch_size", "crop_size")

@@ -18,14 +18,7 @@ def s3_client(config=None):
 
 
 def check_storage(storage: Storage) -> None:
-    if not storage.is_s3:
-        try:
-            os.makedirs(storage.root, exist_ok=True)
-        except OSError as e:
-            raise SpecError(f"--storage {storage.uri}: cannot create the directory ({e.strerror})") from None
-        if not os.access(storage.root, os.W_OK):
-            raise SpecError(f"--storage {storage.uri}: directory is not writable")
-        return
+    """An S3 storage's bucket must exist and be reachable with the credentials at hand."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     bucket = storage.root.split("/", 1)[0]

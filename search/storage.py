@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+STORAGE_SCHEMES = ("s3", "file")  # plus plain local paths
+
 
 def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -69,7 +71,7 @@ def s3_filesystem() -> pafs.S3FileSystem:
 def open_storage(uri: str) -> Storage:
     if uri.startswith("s3://"):
         return Storage(s3_filesystem(), uri[len("s3://"):].rstrip("/"), uri)
-    path = str(Path(uri).expanduser().resolve())
+    path = str(Path(uri.removeprefix("file://")).expanduser().resolve())
     return Storage(pafs.LocalFileSystem(), path, path)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Any
 
+import torch
 import yaml
 from ray import tune
 
@@ -31,6 +33,20 @@ def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_path) if checkpoint_path else None
         tune.report({**metrics, **tags}, checkpoint=checkpoint)
 
+    try:
+        _train_or_resume(cfg, report, config["variant"])
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        # the same trial would run out of memory again on a retry: record it and let the search go on
+        reason = f"out of memory: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}"
+        tune.report({**tags, "status": "error", "error_reason": reason, "epoch": 0})
+
+
+SIMULATE_OOM_ENV = "MTL_TUNE_SIMULATE_OOM"  # test hook: trials of this variant run out of memory at once
+
+
+def _train_or_resume(cfg, report, variant: str) -> None:
+    if os.environ.get(SIMULATE_OOM_ENV) == variant:
+        raise torch.OutOfMemoryError(f"simulated by {SIMULATE_OOM_ENV}: tried to allocate 2.00 GiB")
     previous = tune.get_checkpoint()
     if previous is None:
         train(cfg, report)

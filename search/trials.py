@@ -41,7 +41,8 @@ class Experiment:
     algorithm: str
     scheduler: str
     profile: str | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)  # fixed + profile + data
+    defaults: dict[str, Any] = field(default_factory=dict)  # fixed + profile + data + --set
+    sets: dict[str, Any] = field(default_factory=dict)  # `--set key=value` overrides of fixed keys
 
     @property
     def space(self) -> dict[str, dict[str, Any]]:
@@ -72,8 +73,10 @@ class Experiment:
         samples = self.spec.search.num_samples if self.algorithm == "random" else 1
         return len(self.rows) * len(self.seeds) * samples
 
-    def configure(self, profile: str | None, data: str | None = None) -> Experiment:
-        """Apply a run profile and a dataset; profile keys the spec ablates are left alone."""
+    def configure(self, profile: str | None, data: str | None = None, sets: dict[str, Any] | None = None
+                  ) -> Experiment:
+        """Apply a run profile, a dataset and `--set` overrides (the user's word wins over the profile);
+        profile keys the spec ablates are left alone, and `--set` never names one (see preflight)."""
         scale = {k: v for k, v in PROFILES.get(profile, {}).items() if k not in self.ablated}
         defaults = {**self.spec.fixed, **scale}
         if data is not None:
@@ -81,7 +84,8 @@ class Experiment:
         if defaults.get("data", "synthetic") != "synthetic" and profile == "full":
             for key in ("train_images", "val_images", "test_images"):
                 defaults.pop(key, None)  # course scale on real data: every image
-        exp = replace(self, profile=profile, defaults=defaults)
+        defaults.update(sets or {})
+        exp = replace(self, profile=profile, defaults=defaults, sets=dict(sets or {}))
         _validate_configs(exp)
         return exp
 

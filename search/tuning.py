@@ -121,4 +121,4 @@ class FullConfigWandbCallback(WandbLoggerCallback):
 
 
 def _full_config(exp: Experiment, config: dict[str, Any]) -> dict[str, Any]:
-    return {"variant": config["variant"], **exp.trial_config(config).to_flat()}
+    return {"variant": config["variant"], **exp.trial_config(config).to_flat(), "cli_set": dict(exp.sets)}

@@ -11,6 +11,7 @@ import pytest
 _SESSION_CACHE = Path(os.environ.get("PYTEST_MTL_CACHE", "/tmp/mtl-tune-test-cache"))
 os.environ["MTL_TUNE_CACHE"] = str(_SESSION_CACHE)
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["MTL_TUNE_OFFLINE"] = "1"  # tests never download (pretrained weights fail fast instead)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 TINY_SIZE = (32, 64)

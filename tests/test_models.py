@@ -86,7 +86,7 @@ def test_se_places_are_switchable():
 
 def test_pretrained_true_without_cache_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.delenv("MTL_TUNE_DOWNLOAD_WEIGHTS", raising=False)
+    monkeypatch.setenv("MTL_TUNE_OFFLINE", "1")
     with pytest.raises(PretrainedWeightsError, match=r"hub/checkpoints/resnet34-b627a593\.pth.*pretrained: false"):
         ResNetEncoder("resnet34", pretrained=True)
 

@@ -34,7 +34,7 @@ variants:
   - {name: steady, baseline: true}
   - {name: exploding, optimizer: sgd, lr: 1000.0}
 """, name="grid_e2e")
-    assert _run(spec, tmp_path / "results", "--wandb", "offline") == 0
+    assert _run(spec, tmp_path / "results", "--wandb", "offline", "--set", "weight_decay=5.0e-4") == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "profile: smoke"
     assert "TensorBoard: tensorboard --logdir" in out and "W&B: project mtl-tune-grid_e2e" in out
@@ -53,7 +53,8 @@ variants:
                    "parameters", "peak_memory_mb"):
         assert column in df
     record = json.loads((exp_dir / "mtl_experiment.json").read_text())
-    assert record["profile"] == "smoke" and record["baseline"] == "steady"
+    assert record["profile"] == "smoke" and record["baseline"] == "steady" and record["set"] == {"weight_decay": 5e-4}
+    assert (df["config/weight_decay"] == 5e-4).all()
     trial_dirs = sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name != "wandb")
     assert all((d / "trial_config.yaml").is_file() and (d / "progress.csv").is_file() for d in trial_dirs)
     # W&B offline: one run per trial, whose config is the whole resolved TrialConfig
@@ -62,6 +63,7 @@ variants:
     logged = [_wandb_items(r) for r in runs]
     assert {c["variant"] for c in logged} == {"steady", "exploding"}
     assert all(c["loss_weights"] == [0.5, 0.5] and c["image_size"] == [32, 64] for c in logged)
+    assert all(c["cli_set"] == {"weight_decay": 5e-4} and c["weight_decay"] == 5e-4 for c in logged)
     assert {c["optimizer"] for c in logged} == {"adam", "sgd"}
 
 

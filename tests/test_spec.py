@@ -156,4 +156,4 @@ def test_dry_run_warns_about_missing_pretrained_weights(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert "warning: resnet34 ImageNet weights are not in the torch cache" in out and "pretrained:" in out
     assert main([str(REPO / "ablations" / "architecture.yaml"), "--profile", "smoke"]) == 2
-    assert "pretrained weights are not available offline" in capsys.readouterr().err
+    assert "pretrained weights are not available" in capsys.readouterr().err

@@ -67,6 +67,20 @@ def test_resume_continues_exactly(tmp_path):
         assert resumed[0][0][key] == pytest.approx(full[2][0][key], rel=1e-6, abs=1e-9), key
 
 
+def test_a_truncated_checkpoint_restarts_the_run_cleanly(tmp_path, caplog):
+    cfg = SMOKE.replace(epochs=2)
+    reference, report = _collect()
+    train(cfg, report, out_dir=tmp_path)
+    state = tmp_path / "last" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])  # a copy cut short
+    resumed, report = _collect()
+    with caplog.at_level("WARNING", logger="mtl.train"):
+        train(cfg, report, checkpoint_dir=tmp_path / "last", out_dir=tmp_path)
+    assert "unreadable checkpoint" in caplog.text and "restarting this run from epoch 0" in caplog.text
+    assert [m["epoch"] for m, _ in resumed] == [1, 2]  # from the start, and to the same result
+    assert resumed[-1][0]["train_loss"] == pytest.approx(reference[-1][0]["train_loss"], rel=1e-6)
+
+
 def test_exploding_lr_ends_as_diverged():
     history, report = _collect()
     final = train(SMOKE.replace(optimizer="sgd", lr=1e6, epochs=3), report)

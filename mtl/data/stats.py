@@ -65,6 +65,7 @@ class StatsAccumulator:
             "depth_std": round(float(np.sqrt(max(self.depth_sq / self.depth_n - d_mean**2, 0.0))), 4),
             "depth_min": round(float(self.depth_min), 4),
             "depth_max": round(float(self.depth_max), 4),
+            "depth_valid_fraction": round(self.depth_n / self.pixels, 4),
         }
 
 
@@ -79,13 +80,23 @@ def compute_stats(root: str, split: str = "train", limit: int | None = None) -> 
     return acc.result()
 
 
+MINISCAPES_DEPTH = {"depth_mean": 27.07, "depth_std": 29.13}  # train split, from the course's data notes
+
+
+def against_miniscapes(stats: dict) -> dict:
+    """The depth mean and std next to Miniscapes' train figures, as relative differences."""
+    return {k: {"this": stats[k], "miniscapes": ref, "difference": f"{(stats[k] - ref) / ref:+.1%}"}
+            for k, ref in MINISCAPES_DEPTH.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m mtl.data.stats", description="Print train-split statistics.")
     p.add_argument("root")
     p.add_argument("--split", default="train")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     a = p.parse_args(argv)
-    print(json.dumps(compute_stats(a.root, a.split, a.limit), indent=2))
+    stats = compute_stats(a.root, a.split, a.limit)
+    print(json.dumps({**stats, "vs_miniscapes": against_miniscapes(stats)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -106,13 +106,20 @@ def generate(root: str | os.PathLike, counts: dict[str, int], size: tuple[int, i
     total = StatsAccumulator()
     rendered = 0
     bar = tqdm(total=len(jobs), desc=f"synthetic {size[0]}x{size[1]}", unit="img", disable=not progress)
-    with _pool(workers) as pool:
+    pool = get_context("fork").Pool(workers) if workers > 1 else None  # fork: cheap, inherits the imports
+    try:
         results = pool.imap(_generate_one, jobs, chunksize=8) if pool else map(_generate_one, jobs)
         for was_rendered, acc in results:
             rendered += was_rendered
             if acc is not None:
                 total.merge(acc)
             bar.update()
+        if pool:  # let the workers exit on their own: SIGTERM (Pool.terminate) sets off signal handlers that
+            pool.close()  # a parent such as a Ray driver installed, with crash dumps in the log
+            pool.join()
+    finally:
+        if pool:
+            pool.terminate()
     bar.close()
     meta = {
         "generator": "mtl-tune synthetic driving scenes",
@@ -127,19 +134,6 @@ def generate(root: str | os.PathLike, counts: dict[str, int], size: tuple[int, i
     os.replace(tmp, root / "meta.json")
     meta["rendered"] = rendered
     return meta
-
-
-class _NoPool:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _pool(workers: int):
-    # fork is cheap and inherits the imported modules; results do not depend on the worker count
-    return get_context("fork").Pool(workers) if workers > 1 else _NoPool()
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -8,7 +8,11 @@ parameter shapes are unchanged and pretrained weights still load.
 from __future__ import annotations
 
 import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -24,32 +28,71 @@ _BUILDERS = {
 }
 
 
+OFFLINE_ENV = "MTL_TUNE_OFFLINE"  # "1": never try a download, fail at once when weights are missing
+CONNECT_TIMEOUT_S = 5.0
+
+
 class PretrainedWeightsError(FileNotFoundError):
-    """ImageNet weights are needed but not available offline."""
+    """ImageNet weights are needed but are neither in the torch cache nor downloadable."""
 
 
 def _cached_weights_path(weights: models.WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
+def cached_weights(encoder: str) -> Path:
+    """Where torchvision keeps (or would keep) this encoder's ImageNet weights."""
+    return _cached_weights_path(_BUILDERS[encoder][1])
+
+
+def _reachable(url: str, timeout: float) -> bool:
+    """Whether a TCP connection to the URL's host opens within `timeout` s, DNS included (a thread, since
+    name resolution has no timeout of its own): offline machines fail in seconds, not minutes."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+
+    def connect() -> bool:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout)
+    except (OSError, FutureTimeout):
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def fetch_weights(encoder: str, timeout: float = CONNECT_TIMEOUT_S) -> Path:
+    """The cached ImageNet weights of `encoder`: from the torch cache, else torchvision's own download into it.
+    Offline (no connection within `timeout`, or MTL_TUNE_OFFLINE=1) it fails at once with what to do."""
+    weights = _BUILDERS[encoder][1]
+    cached = _cached_weights_path(weights)
+    if cached.is_file():
+        return cached
+    name = os.path.basename(weights.url)
+    advice = (f"copy {name} into {cached.parent}, set `pretrained: /path/to/state_dict.pth`, or train from "
+              "scratch with `pretrained: false`")
+    if os.environ.get(OFFLINE_ENV) == "1":
+        raise PretrainedWeightsError(f"{encoder} ImageNet weights are not in the torch cache ({cached}) and "
+                                     f"{OFFLINE_ENV}=1 forbids downloads: {advice}")
+    if not _reachable(weights.url, timeout):
+        raise PretrainedWeightsError(f"{encoder} ImageNet weights are not in the torch cache ({cached}) and "
+                                     f"{urlparse(weights.url).hostname} cannot be reached (offline?): {advice}")
+    weights.get_state_dict(progress=True)  # torchvision's download, into the torch cache
+    return cached
+
+
 def load_pretrained(encoder: str, pretrained: bool | str) -> dict[str, torch.Tensor]:
-    """ImageNet state dict from the torch cache (never an implicit download) or from a file."""
+    """ImageNet state dict from the torch cache (downloaded there first when missing) or from a file."""
     if isinstance(pretrained, str):
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise PretrainedWeightsError(f"pretrained: weights file {path} not found")
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
-    weights = _BUILDERS[encoder][1]
-    cached = _cached_weights_path(weights)
-    if not cached.is_file() and os.environ.get("MTL_TUNE_DOWNLOAD_WEIGHTS") != "1":
-        raise PretrainedWeightsError(
-            f"pretrained: true needs the torchvision ImageNet weights for {encoder} at {cached} "
-            f"(not found, and downloads are off). Either copy {os.path.basename(weights.url)} there "
-            f"(from {weights.url}), set `pretrained: /path/to/state_dict.pth`, set "
-            f"MTL_TUNE_DOWNLOAD_WEIGHTS=1 on a machine with internet, or use `pretrained: false`."
-        )
-    return weights.get_state_dict(progress=False)
+    return torch.load(fetch_weights(encoder), map_location="cpu", weights_only=True)
 
 
 def _dilate(layer: nn.Sequential, dilation: int, previous: int) -> None:

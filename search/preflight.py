@@ -1,0 +1,164 @@
+"""Everything that can fail before Ray starts, checked on the driver: flags, `--set`, storage, data, weights.
+
+A failed check raises `SpecError` with the flag, file or key and what is allowed; `run_search.py` prints it and
+exits 2. Nothing is written before every check has passed (a local storage directory is created by the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mtl.config import ConfigError, TrialConfig, parse_overrides
+from mtl.data.datasets import DatasetError, open_dataset
+from mtl.models.encoder import PretrainedWeightsError, cached_weights, fetch_weights
+from search.spec import SpecError
+from search.storage import STORAGE_SCHEMES, Storage, open_storage
+from search.trials import Experiment
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_sets(items: list[str] | None, exp: Experiment) -> dict[str, Any]:
+    """`--set key=value` pairs as TrialConfig overrides of the spec's `fixed` keys; an ablated key is refused."""
+    try:
+        values = parse_overrides(items or [])
+    except ConfigError as e:
+        raise SpecError(f"--set: {e}".replace("command line: ", "")) from None
+    for key in values:
+        if key not in TrialConfig.model_fields:
+            near = difflib.get_close_matches(key, list(TrialConfig.model_fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SpecError(f"--set {key}: not a TrialConfig field{hint}")
+        if key in exp.ablated:
+            raise SpecError(f"--set {key}: {key!r} is ablated by {exp.path} (it is what the rows compare); --set "
+                            "only overrides the spec's fixed keys")
+        if key == "seed":
+            raise SpecError("--set seed: seeds are replicated with --seeds N (or the spec's `seeds`)")
+    return values
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Resource and count flags: in range, and no more than this machine has when Ray is local."""
+    for flag, value, low in (("--max-concurrent", args.max_concurrent, 1), ("--seeds", args.seeds, 1)):
+        if value is not None and value < low:
+            raise SpecError(f"{flag} must be >= {low}, got {value}")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise SpecError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial:g}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise SpecError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial:g}")
+    if args.address:
+        return  # a cluster's resources are known once we join it; Tune reports trials that cannot fit
+    cpus = os.cpu_count() or 1
+    if args.cpus_per_trial is not None and args.cpus_per_trial > cpus:
+        raise SpecError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {cpus} CPUs (local Ray)")
+    if args.gpus_per_trial:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if args.gpus_per_trial > gpus:
+            raise SpecError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has {gpus} CUDA GPUs "
+                            "(local Ray); use 0 for CPU trials or --address to join a GPU cluster")
+
+
+def check_storage_uri(uri: str) -> None:
+    scheme = urlparse(uri).scheme
+    if scheme and len(scheme) > 1 and scheme not in STORAGE_SCHEMES:  # one letter: a Windows drive
+        raise SpecError(f"--storage {uri}: the scheme {scheme}:// is not supported; use a local directory or "
+                        "s3://bucket/prefix (S3-compatible stores through AWS_ENDPOINT_URL)")
+
+
+def check_data(exp: Experiment) -> None:
+    """For `--data PATH` (or a spec's `data:`): the layout, every split's files, and one decoded sample each -
+    the checks the loaders make, on the driver, instead of in every trial."""
+    seen = set()
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        if cfg.synthetic or cfg.data in seen:
+            continue
+        seen.add(cfg.data)
+        counts = cfg.counts()
+        for split in SPLITS:
+            try:
+                ds = open_dataset(Path(cfg.data).expanduser(), split, limit=counts[split])
+                ds.read_raw(0)
+                if split == "train" and len(ds) < cfg.batch_size:
+                    raise SpecError(f"--data {cfg.data}: {len(ds)} training images, fewer than batch_size "
+                                    f"{cfg.batch_size}")
+            except DatasetError as e:
+                raise SpecError(f"--data {cfg.data}: {e}") from None
+
+
+def missing_weights(exp: Experiment) -> list[str]:
+    """Human-readable problems with `pretrained` weights that are not on this machine."""
+    problems = []
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        path = cached_weights(cfg.encoder)
+        if cfg.pretrained is True and not path.is_file():
+            problems.append(f"{cfg.encoder} ImageNet weights are not in the torch cache ({path})")
+        elif isinstance(cfg.pretrained, str) and not Path(cfg.pretrained).expanduser().is_file():
+            problems.append(f"weights file {cfg.pretrained} not found")
+    return sorted(set(problems))
+
+
+def scratch_command(exp: Experiment, argv: list[str]) -> str:
+    """The command that runs this spec from scratch, or why there is none (pretrained is what it compares)."""
+    if "pretrained" in exp.ablated:
+        return f"{exp.path} compares pretrained weights, so it cannot run from scratch"
+    words = [w for w in argv if w != "--dry-run"]
+    return "run it from scratch with: python run_search.py " + " ".join([*words, "--set", "pretrained=false"])
+
+
+def ensure_weights(exp: Experiment, argv: list[str]) -> None:
+    """Torch cache first; else torchvision's download (fails within seconds offline or with MTL_TUNE_OFFLINE=1)."""
+    encoders = set()
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        if isinstance(cfg.pretrained, str) and not Path(cfg.pretrained).expanduser().is_file():
+            raise SpecError(f"{exp.path}: pretrained: weights file {cfg.pretrained} not found")
+        if cfg.pretrained is True:
+            encoders.add(cfg.encoder)
+    for encoder in sorted(encoders):
+        try:
+            fetch_weights(encoder)
+        except PretrainedWeightsError as e:
+            raise SpecError(f"{exp.path}: pretrained weights are not available: {e}. Or "
+                            f"{scratch_command(exp, argv)}") from None
+
+
+def check_local_storage(storage: Storage) -> None:
+    """The nearest existing parent of a local storage directory must be writable (nothing is created here)."""
+    path = Path(storage.root)
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        raise SpecError(f"--storage {storage.uri}: {path} is not a writable directory")
+
+
+def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
+    """Every check of a real run, cheapest first; returns the opened storage."""
+    check_flags(args)
+    check_storage_uri(args.storage)
+    if args.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
+        raise SpecError("--wandb online needs WANDB_API_KEY in the environment (it is never written anywhere)")
+    check_data(exp)
+    ensure_weights(exp, args.argv)
+    storage = open_storage(args.storage)
+    if storage.is_s3:
+        from search.s3check import check_storage  # boto3 is only imported when it is needed
+
+        check_storage(storage)
+    else:
+        check_local_storage(storage)
+    exists = storage.exists(f"{storage.experiment(exp.name)}/mtl_experiment.json")
+    if args.resume and not exists:
+        raise SpecError(f"--resume: no experiment {exp.name!r} under {args.storage}")
+    if exists and not args.resume:
+        raise SpecError(f"experiment {exp.name!r} already exists under {args.storage}: continue it with --resume, "
+                        "or start another with --name")
+    return storage

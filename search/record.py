@@ -1,0 +1,28 @@
+"""What a run leaves besides Tune's own files: exit codes and `mtl_experiment.json` (no environment, no secrets)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from mtl.config import TrialConfig
+from search.trials import Experiment
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def experiment_record(exp: Experiment) -> str:
+    """mtl_experiment.json: what analysis needs besides Tune's own files."""
+    record = {
+        "name": exp.name, "spec_path": exp.path, "spec": exp.spec.model_dump(mode="json"), "profile": exp.profile,
+        "defaults": exp.defaults, "set": exp.sets, "rows": [dataclasses.asdict(r) for r in exp.rows],
+        "seeds": list(exp.seeds), "ablated": list(exp.ablated), "metric": exp.metric, "mode": exp.mode,
+        "algorithm": exp.algorithm, "scheduler": exp.scheduler, "baseline": exp.baseline.name,
+        "trial_count": exp.trial_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": [Path(sys.argv[0]).name, *(sys.argv[1:])], "trial_config_fields": list(TrialConfig.model_fields),
+    }
+    return json.dumps(record, indent=2, default=str)
