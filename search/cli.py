@@ -16,6 +16,8 @@ from search.record import EXIT_BAD_INPUT
 from search.spec import SpecError
 from search.trials import Experiment, load_experiment
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run_search.py", description="Run an experiment spec as a Ray Tune experiment.")
@@ -86,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not args.address and "ray" not in sys.modules:
+        # A local Ray binds its services to the node's address, reachable from the network. With this flag
+        # (the single-machine mode Ray uses on macOS and Windows) the node's address is 127.0.0.1 and every
+        # GCS, raylet, worker and agent socket listens on loopback only. It must be set before Ray is imported.
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     from search.driver import run  # imports Ray: not needed for validation or dry runs
 
     return run(exp, args, storage)

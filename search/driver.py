@@ -10,6 +10,7 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray._private import ray_constants
 
 from analysis.results import RECORD_FILE, RESULTS_FILE, load_results, parquet_bytes
 from analysis.tables import compact_table, time_split
@@ -22,11 +23,14 @@ from search.trials import Experiment
 
 
 def _init_ray(args: argparse.Namespace) -> str | None:
-    """Join `--address`, reuse an initialised Ray, or start a local one (dashboard on 127.0.0.1 only)."""
+    """Join `--address`, reuse an initialised Ray, or start a local one on loopback (see search.cli)."""
     if ray.is_initialized():
         return None
     if args.address:
         return ray.init(address=args.address).dashboard_url or None
+    if ray_constants.ENABLE_RAY_CLUSTER:  # Ray was imported before search.cli could ask for loopback
+        print("warning: Ray was imported before the search started; its services listen on the node's address",
+              flush=True)
     ctx = ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1")
     return ctx.dashboard_url or None
 
@@ -88,9 +92,12 @@ def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb
     where = storage.display(storage.experiment(exp.name))
     print(f"experiment: {where}  ({exp.trial_count()} trials; resume with --resume)", flush=True)
     if dashboard:
-        print(f"Ray dashboard: http://{dashboard}" if "://" not in dashboard else f"Ray dashboard: {dashboard}")
+        url = dashboard if "://" in dashboard else f"http://{dashboard}"
+        print(f"Ray dashboard: {url} - token authentication is on: paste the output of `ray get-auth-token` "
+              "into its dialog (on the `ray up` cluster: `ray exec cluster/aws.yaml 'ray get-auth-token'`)")
     else:
-        print("Ray dashboard: on a cluster, `ray dashboard cluster/aws.yaml` opens it through an SSH tunnel")
+        print("Ray dashboard: on a cluster, `ray dashboard cluster/aws.yaml` opens it through an SSH tunnel; the "
+              "token for its dialog: `ray exec cluster/aws.yaml 'ray get-auth-token'`")
     print(f"TensorBoard: tensorboard --logdir {where}")
     if wandb_dir:
         print(f"W&B: project mtl-tune-{exp.name}, run files in {wandb_dir}" +
@@ -101,15 +108,21 @@ def _interrupt_sentinel(signum, frame):
     raise KeyboardInterrupt
 
 
+def _term_as_interrupt(signum, frame):
+    os.kill(os.getpid(), signal.SIGINT)  # `ray job stop` and `kill` send SIGTERM: stop as Ctrl-C does
+
+
 def _fit(tuner: tune.Tuner):
-    """fit() and whether Ctrl-C (SIGINT) interrupted it. Tune's handler saves the experiment, stops, and
-    puts back the handler it found - only when it fired - so finding our sentinel again means it fired."""
+    """fit() and whether Ctrl-C (SIGINT) or SIGTERM interrupted it. Tune's handler saves the experiment, stops,
+    and puts back the handler it found - only when it fired - so finding our sentinel again means it fired."""
     previous = signal.signal(signal.SIGINT, _interrupt_sentinel)
+    previous_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
     try:
         result_grid = tuner.fit()
         return result_grid, signal.getsignal(signal.SIGINT) is _interrupt_sentinel
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:

@@ -67,6 +67,26 @@ variants:
     assert {c["optimizer"] for c in logged} == {"adam", "sgd"}
 
 
+def test_tensorboard_reads_every_reported_metric_at_every_epoch(ray_local, tmp_path):
+    """The printed `tensorboard --logdir` works: TensorBoard's own reader finds each metric of each epoch."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = write_spec(tmp_path, "fixed: {optimizer: adam, lr: 1.0e-3, epochs: 3}\n", name="tb")
+    assert _run(spec, tmp_path / "results") == 0
+    trial = next(p for p in (tmp_path / "results" / "tb").iterdir() if p.is_dir())
+    reported = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    events = EventAccumulator(str(next(trial.glob("events.out.tfevents.*"))), size_guidance={"scalars": 0})
+    events.Reload()
+    tune_own = {"timestamp", "training_iteration", "time_total_s", "pid"}  # Tune's bookkeeping, not ours
+    numeric = [k for k, v in reported[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and k not in tune_own]
+    assert {"multitask", "semseg_miou", "depth_silog", "train_loss", "lr", "iou_road", "time_train_s"} <= set(numeric)
+    for key in numeric:
+        scalars = events.Scalars(f"ray/tune/{key}")
+        assert [e.step for e in scalars] == [1, 2, 3], key  # every epoch (Tune's training_iteration)
+        assert [e.value for e in scalars] == pytest.approx([r[key] for r in reported], rel=1e-5), key
+
+
 def _wandb_items(path) -> dict:
     """Key -> JSON value items of an offline run's transaction log (wandb >= 0.19 has no Python reader;
     each config item is a protobuf message: key (field 1) then value_json (field 16))."""
