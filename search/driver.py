@@ -94,10 +94,10 @@ def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb
     if dashboard:
         url = dashboard if "://" in dashboard else f"http://{dashboard}"
         print(f"Ray dashboard: {url} - token authentication is on: paste the output of `ray get-auth-token` "
-              "into its dialog (on the `ray up` cluster: `ray exec cluster/aws.yaml 'ray get-auth-token'`)")
+              "into its dialog")
     else:
-        print("Ray dashboard: on a cluster, `ray dashboard cluster/aws.yaml` opens it through an SSH tunnel; the "
-              "token for its dialog: `ray exec cluster/aws.yaml 'ray get-auth-token'`")
+        print("Ray dashboard: `ray dashboard cluster/aws.yaml` opens it through an SSH tunnel on your machine; "
+              "paste the output of `ray get-auth-token` there (the token cluster/aws.yaml mounts on every node)")
     print(f"TensorBoard: tensorboard --logdir {where}")
     if wandb_dir:
         print(f"W&B: project mtl-tune-{exp.name}, run files in {wandb_dir}" +

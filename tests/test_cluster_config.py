@@ -55,6 +55,14 @@ def test_dashboard_stays_on_localhost_and_no_extra_ports(raw):
     assert not any(k in text for k in ("aws_access_key_id", "aws_secret_access_key", "wandb_api_key", "api_key:"))
 
 
+def test_token_authentication_on_every_node_without_the_token_in_the_file(raw):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = [c for c in raw[key] if "ray start" in c]
+        assert start and all("RAY_AUTH_MODE=token" in c for c in start), key
+    assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # a path, never the token itself
+    assert "ray job submit --address http://127.0.0.1:8265" in CLUSTER.read_text()
+
+
 def test_aws_bootstrap_against_moto_opens_ssh_only(raw, aws_env, tmp_path, monkeypatch):
     import boto3
     import ray.autoscaler._private.aws.config as aws_config
