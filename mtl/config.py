@@ -62,11 +62,14 @@ class TrialConfig(BaseModel):
     aug_scale: tuple[float, float] = (1.0, 1.0)
     aug_flip: bool = False
     tta: Literal["off", "flip", "multiscale"] = "off"
-    in_memory: bool = False  # decode every image once into memory (small datasets: no PNG decoding per step)
+    # decode train/val once into arrays, augment batches on the device (mtl.data.decoded); "auto": when they fit
+    in_memory: bool | Literal["auto"] = False
     # --- run --------------------------------------------------------------------------------
     seed: int = 0
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast; bf16 also on CPU, fp16 (with a grad scaler) on CUDA only
     channels_last: bool = False
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile mode;
+    # "reduce-overhead" adds CUDA graphs (no launch overhead at small batch sizes)
     num_workers: int = Field(2, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int | None = Field(None, ge=1)

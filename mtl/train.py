@@ -30,7 +30,7 @@ import yaml
 from mtl.checkpoint import CorruptCheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import open_dataset
-from mtl.data.loading import build_data, make_loader
+from mtl.data.loading import build_data, make_loaders
 from mtl.data.transforms import JointTransform
 from mtl.engine import Diverged, Runtime, evaluate, train_one_epoch
 from mtl.export import export_predictions
@@ -51,10 +51,14 @@ def resolve_device(cfg: TrialConfig) -> torch.device:
 
 
 def make_runtime(cfg: TrialConfig, device: torch.device, unit) -> Runtime:
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    amp = dtypes[cfg.amp] if device.type == "cuda" and cfg.amp != "off" else None
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp: fp16 autocast needs a CUDA GPU; use bf16 on the CPU")
+    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    if amp == torch.bfloat16 and device.type == "cuda" and torch.cuda.is_available() \
+            and not torch.cuda.is_bf16_supported():
+        amp = torch.float16  # e.g. a T4: fp16 with a grad scaler is the fallback
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    return Runtime(device, unit, cfg.depth_loss, amp, scaler, cfg.channels_last and device.type == "cuda")
+    return Runtime(device, unit, cfg.depth_loss, amp, scaler, cfg.channels_last)
 
 
 def _seed(cfg: TrialConfig, device: torch.device) -> None:
@@ -78,22 +82,23 @@ def _peak_memory_mb(device: torch.device) -> float:
 class _Run:
     """The objects of one run, built from the config; `state()` / `load()` make checkpoints."""
 
-    def __init__(self, cfg: TrialConfig, progress: bool) -> None:
+    def __init__(self, cfg: TrialConfig, progress: bool, decoded: dict | None = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg)
         _seed(cfg, self.device)
         tick = time.perf_counter()
-        self.data = build_data(cfg, progress=progress)
+        self.data = build_data(cfg, progress=progress, decoded=decoded)
         self.times = Timings(data_setup=time.perf_counter() - tick)
         self.model = build_model(cfg).to(self.device)
-        if cfg.channels_last and self.device.type == "cuda":
+        if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # the compiled module runs the steps; checkpoints keep the plain model's state (no "_orig_mod." keys)
+        self.net = self.model if cfg.compile == "off" else torch.compile(self.model, mode=cfg.compile)
         self.weighting = TaskWeighting(cfg.task_weighting, tuple(cfg.loss_weights), cfg.dwa_temperature).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.weighting)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.rt = make_runtime(cfg, self.device, self.data.unit)
-        self.train_loader = make_loader(self.data.train, cfg.batch_size, cfg.seed, True, cfg.num_workers)
-        self.val_loader = make_loader(self.data.val, cfg.val_batch_size, cfg.seed, False, cfg.num_workers)
+        self.train_loader, self.val_loader = make_loaders(cfg, self.data, self.device)
         self.parameters = count_parameters(self.model)
         self.epoch = 0
         self.best: dict[str, float] = {"best_multitask": float("-inf"), "best_epoch": 0}
@@ -124,11 +129,11 @@ class _Run:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         self.train_loader.sampler.set_epoch(epoch)
-        train = train_one_epoch(self.model, self.train_loader, self.optimizer, self.weighting, self.rt)
+        train = train_one_epoch(self.net, self.train_loader, self.optimizer, self.weighting, self.rt)
         weights = self.weighting.current_weights().tolist()  # the weights this epoch trained with
         self.weighting.end_epoch({"semseg": train["train_semseg_loss"], "depth": train["train_depth_loss"]})
         self.scheduler.step()
-        val = evaluate(self.model, self.val_loader, self.rt, cfg.tta)
+        val = evaluate(self.net, self.val_loader, self.rt, cfg.tta)
         self.times.add(train["train_seconds"] - train["train_data_seconds"], train["train_data_seconds"],
                        val["eval_seconds"])
         self.epoch = epoch + 1
@@ -171,15 +176,16 @@ def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:
 
 
 def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
-          out_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+          out_dir: str | Path | None = None, progress: bool = False, decoded: dict | None = None) -> dict[str, Any]:
     """Train (or resume from `checkpoint_dir`) and call report(metrics, checkpoint_path) every epoch, with a
     checkpoint every `checkpoint_every` epochs and at the last one (None in between).
 
     Checkpoints go to out_dir/last and out_dir/best when `out_dir` is given, otherwise to a temporary
-    directory that lives until `report` returns (Tune copies it to the experiment storage)."""
+    directory that lives until `report` returns (Tune copies it to the experiment storage). `decoded`: the
+    train / val splits already decoded (shared by Ray's object store) for an `in_memory` run."""
     report = report or (lambda metrics, path: None)
     started = time.perf_counter()
-    run = _Run(cfg, progress)
+    run = _Run(cfg, progress, decoded)
     state = _resume_state(checkpoint_dir, run.device)
     if state is not None:
         run.load(state)

@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="start the Ray dashboard on 127.0.0.1 (local clusters)")
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="build the report at the end")
     p.add_argument("--probe-steps", type=int, default=2, help="training steps timed by --dry-run's throughput probe")
+    p.add_argument("--gpu-bench", metavar="GPU_JSON", help="--dry-run: gpu.json of `python -m bench.gpu`, whose "
+                   "measured packing turns fractional --gpus-per-trial into throughput")
     return p.parse_args(argv)
 
 
@@ -65,7 +67,8 @@ def _dry_run(exp: Experiment, args: argparse.Namespace) -> int:
     cpus = args.cpus_per_trial or exp.spec.resources.cpus
     slots = max(int((os.cpu_count() or 1) // cpus), 1)
     concurrency = min(args.max_concurrent or exp.spec.search.max_concurrent or slots, slots, exp.trial_count())
-    print(budget(exp, concurrency, max(args.probe_steps, 1)))
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (exp.spec.resources.gpus or 0.0)
+    print(budget(exp, concurrency, max(args.probe_steps, 1), gpus, args.gpu_bench))
     return 0
 
 

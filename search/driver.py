@@ -16,6 +16,7 @@ from analysis.results import RECORD_FILE, RESULTS_FILE, load_results, parquet_by
 from analysis.tables import compact_table, time_split
 from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
+from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
 from search.record import EXIT_INTERRUPTED, experiment_record
 from search.storage import Storage
@@ -49,6 +50,21 @@ def _prepare_data(exp: Experiment) -> None:
             print(f"data: synthetic {cfg.image_size[0]}x{cfg.image_size[1]} at {root}", flush=True)
 
 
+def _shared_data(exp: Experiment) -> dict:
+    """Decode once, on the driver, every dataset that `in_memory` trials read, to share them through Ray's object
+    store (one copy per node, read zero-copy); "auto" only when train + val fit in half of the object store."""
+    budget = 0.5 * ray.available_resources().get("object_store_memory", 0)
+    shared = {}
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        key = decoded_key(cfg)
+        if key not in shared and use_decoded(cfg, budget):
+            shared[key] = decode_splits(cfg, progress=True)
+            size = sum(s.nbytes for s in shared[key].values()) / 2**20
+            print(f"data: train/val decoded once, {size:.0f} MiB shared through Ray's object store", flush=True)
+    return shared
+
+
 def _callbacks(exp: Experiment, args: argparse.Namespace, storage: Storage) -> tuple[list, str | None]:
     if args.wandb == "off":
         return [], None
@@ -72,7 +88,7 @@ def _resources(exp: Experiment, args: argparse.Namespace) -> tuple[float, float]
 
 def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callbacks: list) -> tune.Tuner:
     cpus, gpus = _resources(exp, args)
-    trainable = tuning.trainable(exp, cpus, gpus)
+    trainable = tuning.trainable(exp, cpus, gpus, _shared_data(exp))
     if args.resume:
         return tune.Tuner.restore(storage.experiment(exp.name), trainable, resume_unfinished=True,
                                   resume_errored=True, storage_filesystem=storage.fs)
@@ -125,6 +141,11 @@ def _fit(tuner: tune.Tuner):
         signal.signal(signal.SIGTERM, previous_term)
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    argv = list(getattr(args, "argv", []))
+    return "python run_search.py " + " ".join(argv + ([] if "--resume" in argv else ["--resume"]))
+
+
 def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
     # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
@@ -138,14 +159,23 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     if not args.address:
         _prepare_data(exp)
     _, interrupted = _fit(_tuner(exp, args, storage, callbacks))
-    results = load_results(storage.display(exp_path))
-    storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
+    try:
+        results = load_results(storage.display(exp_path))
+        storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
+    except OSError as e:  # the storage went away at the very end: Tune's state is saved, the trials' too
+        print(f"error: cannot read the results back from {storage.display(exp_path)} ({e}); finished trials are "
+              f"kept there: when it is reachable again, continue with: {_resume_command(args)}", flush=True)
+        return 1
     print(compact_table(results.frame))
     print(time_split(results.frame))
     print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
     if interrupted:
-        print("interrupted: finished trials are kept; continue with the same command and --resume", flush=True)
+        print(f"interrupted: finished trials are kept; continue with: {_resume_command(args)}", flush=True)
         return EXIT_INTERRUPTED
+    errored = int((results.frame["status"] == "error").sum()) if not results.frame.empty else 0
+    if errored:
+        print(f"{errored} trial(s) ended in error (see the status column); retry them from their last "
+              f"checkpoints with: {_resume_command(args)}", flush=True)
     if args.report:
         from analysis.report import build_report
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
+from pathlib import Path
 
 import torch
 from tabulate import tabulate
@@ -81,7 +83,33 @@ def _probe(shape: tuple, steps: int) -> tuple[float, float]:
     return train_rate, eval_rate
 
 
-def budget(exp: Experiment, concurrency: int, probe_steps: int = 2) -> str:
+def packing_speedup(bench_file: str | None, per_gpu: int) -> float | None:
+    """Aggregate throughput of `per_gpu` trials sharing one GPU relative to one trial alone, from the packing
+    table `python -m bench.gpu` measured (the nearest measured count at or below `per_gpu`)."""
+    if not bench_file or per_gpu <= 1:
+        return None
+    packing = {p["trials"]: p["img_s"] for p in json.loads(Path(bench_file).read_text())["packing"]}
+    if 1 not in packing:
+        return None
+    n = max((k for k in packing if k <= per_gpu), default=1)
+    return packing[n] / packing[1]
+
+
+def parallel_speed(concurrency: int, gpus_per_trial: float, bench_file: str | None) -> tuple[float, str]:
+    """How many single trials' worth of throughput run at once, and how that was decided."""
+    if gpus_per_trial <= 0 or gpus_per_trial >= 1:
+        return float(concurrency), "one trial per device"
+    per_gpu = int(1 // gpus_per_trial)
+    gpus = max(concurrency // per_gpu, 1)
+    speedup = packing_speedup(bench_file, per_gpu)
+    if speedup is None:
+        return float(concurrency), (f"{per_gpu} trials per GPU counted as {per_gpu}x one trial (packing not "
+                                    "measured: pass --gpu-bench DIR/gpu.json from `python -m bench.gpu`)")
+    return gpus * speedup, f"{per_gpu} trials per GPU give {speedup:.2f}x one trial (measured packing)"
+
+
+def budget(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,
+           bench_file: str | None = None) -> str:
     trials = exp.trial_count()
     rates: dict[tuple, tuple[float, float]] = {}
     seconds = images = epochs = 0.0
@@ -97,10 +125,11 @@ def budget(exp: Experiment, concurrency: int, probe_steps: int = 2) -> str:
         epochs += cfg.epochs * per_row
         images += cfg.epochs * (n_train + n_val) * per_row
         seconds += cfg.epochs * (n_train / train_rate + n_val / eval_rate) * per_row
-    hours = seconds / 3600 / max(concurrency, 1)
+    speed, how = parallel_speed(concurrency, gpus_per_trial, bench_file)
+    hours = seconds / 3600 / max(speed, 1e-9)
     device = "CUDA GPU" if torch.cuda.is_available() else "CPU"
     return (f"budget: {trials} trials, {int(epochs)} epochs, {int(images):,} images through the model; "
-            f"~{_hours(hours)} with {concurrency} concurrent trial(s) (probe on this {device}, "
+            f"~{_hours(hours)} with {concurrency} concurrent trial(s), {how} (probe on this {device}, "
             f"{len(rates)} model shape(s))")
 
 

@@ -51,6 +51,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise SpecError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial:g}")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise SpecError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial:g}")
+    if getattr(args, "gpu_bench", None) and not Path(args.gpu_bench).is_file():
+        raise SpecError(f"--gpu-bench {args.gpu_bench}: file not found (write it with `python -m bench.gpu --out DIR`)")
     if args.address:
         return  # a cluster's resources are known once we join it; Tune reports trials that cannot fit
     cpus = os.cpu_count() or 1

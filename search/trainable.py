@@ -11,14 +11,19 @@ import yaml
 from ray import tune
 
 from analysis.results import TRIAL_CONFIG_FILE
+from mtl.data.loading import decoded_key
 from mtl.train import train
 from search.trials import Experiment, format_value
 
 
-def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
+def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | None = None) -> None:
     """Function trainable: config in (variant, seed, sampled keys), `tune.report` out every epoch with a
-    checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged"."""
+    checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged". `shared`: decoded
+    splits by `decoded_key`, put in Ray's object store once by the driver (read zero-copy by every trial of a node)."""
     cfg = experiment.trial_config(config)
+    decoded = (shared or {}).get(decoded_key(cfg))
+    if cfg.in_memory == "auto":  # the driver decided by size: shared arrays, or the PNG path
+        cfg = cfg.replace(in_memory=decoded is not None)
     gpus = float(tune.get_context().get_trial_resources().required_resources.get("GPU", 0))
     cpus = max(int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)), 1)
     cfg = cfg.replace(device="cuda" if gpus > 0 else "cpu", cpu_threads=cfg.cpu_threads or cpus)
@@ -34,7 +39,7 @@ def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
         tune.report({**metrics, **tags}, checkpoint=checkpoint)
 
     try:
-        _train_or_resume(cfg, report, config["variant"])
+        _train_or_resume(cfg, report, config["variant"], decoded)
     except (torch.OutOfMemoryError, MemoryError) as e:
         # the same trial would run out of memory again on a retry: record it and let the search go on
         reason = f"out of memory: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}"
@@ -44,13 +49,13 @@ def run_trial(config: dict[str, Any], experiment: Experiment) -> None:
 SIMULATE_OOM_ENV = "MTL_TUNE_SIMULATE_OOM"  # test hook: trials of this variant run out of memory at once
 
 
-def _train_or_resume(cfg, report, variant: str) -> None:
+def _train_or_resume(cfg, report, variant: str, decoded: dict | None) -> None:
     if os.environ.get(SIMULATE_OOM_ENV) == variant:
         raise torch.OutOfMemoryError(f"simulated by {SIMULATE_OOM_ENV}: tried to allocate 2.00 GiB")
     previous = tune.get_checkpoint()
     if previous is None:
-        train(cfg, report)
+        train(cfg, report, decoded=decoded)
         return
     with tempfile.TemporaryDirectory() as local:
         previous.to_directory(local)  # a local copy: Tune may prune the stored one while we train
-        train(cfg, report, checkpoint_dir=local)
+        train(cfg, report, checkpoint_dir=local, decoded=decoded)

@@ -81,8 +81,10 @@ def tune_config(exp: Experiment, max_concurrent: int | None) -> tune.TuneConfig:
                            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname)
 
 
-def trainable(exp: Experiment, cpus: float, gpus: float):
-    return tune.with_resources(tune.with_parameters(run_trial, experiment=exp), {"cpu": cpus, "gpu": gpus})
+def trainable(exp: Experiment, cpus: float, gpus: float, shared: dict | None = None):
+    """The function trainable with its resources; `shared` (decoded datasets) goes to Ray's object store once."""
+    return tune.with_resources(tune.with_parameters(run_trial, experiment=exp, shared=shared or {}),
+                               {"cpu": cpus, "gpu": gpus})
 
 
 def reporter(exp: Experiment) -> tune.CLIReporter:

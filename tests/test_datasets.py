@@ -54,16 +54,63 @@ def test_miniscapes_loader_reads_generated_data(tiny_synth):
     assert len(open_dataset(tiny_synth, "val", limit=2)) == 2
 
 
-def test_in_memory_dataset_matches_the_files(tiny_synth):
-    from mtl.data.loading import InMemoryDataset
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0))
 
-    files = open_dataset(tiny_synth, "train", transform=JointTransform(train=True, crop=(16, 16), flip=True))
-    memory = InMemoryDataset(files)
-    assert len(memory) == len(files) and memory.nbytes == 8 * 32 * 64 * (3 + 1 + 4)
-    for key in ((0, 11), (5, 12345)):
-        a, b = files[key], memory[key]
-        for name in ("rgb", "semseg", "depth"):
-            assert torch.equal(a[name].nan_to_num(-1), b[name].nan_to_num(-1)), name
+
+def test_decoded_batches_equal_the_png_path_without_random_scaling(tiny_synth):
+    from mtl.data.decoded import BatchAugment, decode_split
+
+    files = open_dataset(tiny_synth, "train", transform=JointTransform(train=True, crop=(16, 24), flip=True))
+    split = decode_split(files)
+    assert len(split) == 8 and split.nbytes == 8 * 32 * 64 * 6 and split.depth.dtype == np.float16
+    seeds, idx = [11, 12345, 7, 99], [0, 5, 2, 7]
+    batch = BatchAugment((16, 24), flip=True)(torch.from_numpy(split.rgb[idx]), torch.from_numpy(split.semseg[idx]),
+                                              torch.from_numpy(split.depth[idx]), seeds)
+    assert batch["rgb"].shape == (4, 3, 16, 24) and batch["semseg"].dtype == torch.int64
+    for k, (i, seed) in enumerate(zip(idx, seeds, strict=True)):
+        ref = files[(i, seed)]  # the same crop and flip, drawn from the same seed
+        assert torch.allclose(batch["rgb"][k], ref["rgb"], atol=1e-5)
+        assert torch.equal(batch["semseg"][k], ref["semseg"])
+        assert _same(batch["depth"][k], ref["depth"].half().float())  # depth is stored as float16
+
+
+def test_decoded_random_scaling_pads_with_ignore_and_invalid(tiny_synth):
+    from mtl.data.decoded import BatchAugment, decode_split
+
+    split = decode_split(open_dataset(tiny_synth, "train"))
+    aug = BatchAugment((32, 48), scale=(0.5, 0.6))
+    tensors = [torch.from_numpy(a[:4]) for a in (split.rgb, split.semseg, split.depth)]
+    batch = aug(*tensors, [1, 2, 3, 4])
+    assert batch["rgb"].shape == (4, 3, 32, 48) and batch["depth"].shape == (4, 1, 32, 48)
+    # the image shrank to at most 20x39 pixels, below the crop: padding below and to the right
+    assert (batch["semseg"][:, 20:] == 255).all() and (batch["semseg"][:, :, 39:] == 255).all()
+    assert torch.isnan(batch["depth"][:, :, 20:]).all() and torch.isnan(batch["depth"][:, :, :, 39:]).all()
+    assert (batch["semseg"][:, :16, :32] != 255).float().mean() > 0.8  # the image itself is kept
+    assert torch.equal(aug(*tensors, [1, 2, 3, 4])["rgb"], batch["rgb"])  # seeds decide everything
+
+
+def test_device_loader_follows_the_epoch_sampler_and_centre_crops_for_eval(tiny_synth):
+    from mtl.data.decoded import DeviceLoader, decode_split
+    from mtl.data.loading import EpochSampler, make_loader
+
+    files = open_dataset(tiny_synth, "val", transform=JointTransform(train=False))
+    split = decode_split(files)
+    loader = DeviceLoader(split, 3, EpochSampler(len(split), 0, False), torch.device("cpu"), None, drop_last=False)
+    reference = make_loader(files, 3, 0, train=False, workers=0)
+    assert len(loader) == len(reference) == 2
+    for ours, theirs in zip(loader, reference, strict=True):
+        assert torch.allclose(ours["rgb"], theirs["rgb"], atol=1e-6) and torch.equal(ours["semseg"], theirs["semseg"])
+        assert _same(ours["depth"], theirs["depth"].half().float()) and torch.equal(ours["index"], theirs["index"])
+
+
+def test_in_memory_auto_decides_by_size():
+    from mtl.config import TrialConfig
+    from mtl.data.loading import use_decoded
+
+    cfg = TrialConfig(image_size=(64, 128), train_images=100, val_images=20, in_memory="auto")
+    assert use_decoded(cfg, budget_bytes=120 * 64 * 128 * 6) and not use_decoded(cfg, budget_bytes=1e6)
+    assert use_decoded(cfg.replace(in_memory=True), 0) and not use_decoded(cfg.replace(in_memory=False), 1e12)
 
 
 def test_stats_cli_matches_generation_meta(tiny_synth, capsys):

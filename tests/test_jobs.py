@@ -66,10 +66,10 @@ def _wait(condition, what: str, timeout: float = 240) -> None:
 
 
 def test_search_as_a_ray_job_stops_and_resumes(head, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     import urllib.error
     import urllib.request
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
     with pytest.raises(urllib.error.HTTPError):  # token authentication is on
         urllib.request.urlopen(f"{head['address']}/api/jobs/", timeout=10)

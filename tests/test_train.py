@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtl.config import TrialConfig
+from mtl.config import ConfigError, TrialConfig
 from mtl.profiles import PROFILES
 from mtl.train import main, train
 
@@ -142,7 +142,7 @@ def test_training_on_a_dataset_directory(tiny_synth):
 
 
 @pytest.mark.filterwarnings("ignore:.*CUDA is not available")
-def test_mixed_precision_switches():
+def test_mixed_precision_switches(monkeypatch):
     import torch
 
     from mtl.data.depth_units import DepthUnit
@@ -154,5 +154,25 @@ def test_mixed_precision_switches():
     assert fp16.amp_dtype == torch.float16 and fp16.scaler is not None and fp16.channels_last
     bf16 = make_runtime(SMOKE.replace(amp="bf16"), cuda, unit)
     assert bf16.amp_dtype == torch.bfloat16 and bf16.scaler is None  # bf16 needs no loss scaling
-    on_cpu = make_runtime(SMOKE.replace(amp="fp16", channels_last=True), cpu, unit)
-    assert on_cpu.amp_dtype is None and on_cpu.scaler is None and not on_cpu.channels_last
+    on_cpu = make_runtime(SMOKE.replace(amp="bf16", channels_last=True), cpu, unit)
+    assert on_cpu.amp_dtype == torch.bfloat16 and on_cpu.scaler is None and on_cpu.channels_last
+    with pytest.raises(ConfigError, match="fp16 autocast needs a CUDA GPU"):
+        make_runtime(SMOKE.replace(amp="fp16"), cpu, unit)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a T4
+    fallback = make_runtime(SMOKE.replace(amp="bf16"), cuda, unit)
+    assert fallback.amp_dtype == torch.float16 and fallback.scaler is not None
+
+
+def test_bf16_channels_last_and_compile_train_on_cpu(tmp_path):
+    """The GPU switches run on the CPU too (at tiny sizes): bf16 autocast, channels_last, torch.compile; the
+    checkpoint holds the plain model's keys, so a compiled run resumes into an eager one."""
+    from mtl.checkpoint import load_checkpoint
+    from mtl.models import build_model
+
+    cfg = SMOKE.replace(epochs=1, encoder="resnet18", amp="bf16", channels_last=True, compile="default",
+                        in_memory=True, train_images=8, val_images=4)
+    final = train(cfg, out_dir=tmp_path)
+    assert final["status"] == "completed" and np.isfinite(final["train_loss"])
+    state = load_checkpoint(tmp_path / "last")
+    build_model(cfg).load_state_dict(state["model"])  # no "_orig_mod." prefixes

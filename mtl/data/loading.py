@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtl.config import ConfigError, TrialConfig
 from mtl.data.cache import cache_root, ensure_synthetic
-from mtl.data.datasets import RawSample, SampleDataset, open_dataset
+from mtl.data.datasets import open_dataset
+from mtl.data.decoded import BatchAugment, DecodedSplit, DeviceLoader, decode_split, estimated_bytes
 from mtl.data.depth_units import DepthUnit
 from mtl.data.stats import compute_stats
 from mtl.data.transforms import JointTransform
@@ -42,23 +44,6 @@ class EpochSampler(Sampler):
         return self.size
 
 
-class InMemoryDataset(SampleDataset):
-    """A dataset decoded once into memory (rgb uint8, labels uint8, depth float32 per image): the same samples
-    as its source, without reading and decoding three PNGs per sample and epoch."""
-
-    def __init__(self, source: SampleDataset) -> None:
-        super().__init__(source.transform)
-        self.items = source.items
-        self.samples: list[RawSample] = [source.read_raw(i) for i in range(len(source))]
-
-    def read_raw(self, index: int) -> RawSample:
-        return self.samples[index]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for sample in self.samples for a in sample)
-
-
 @dataclass
 class RunData:
     root: Path
@@ -67,6 +52,7 @@ class RunData:
     train: Dataset
     val: Dataset
     test: Dataset | None
+    decoded: dict[str, DecodedSplit] | None = None  # in_memory: train / val decoded once (maybe shared)
 
 
 def _real_stats(root: Path, limit: int | None) -> dict:
@@ -91,7 +77,35 @@ def dataset_root(cfg: TrialConfig, progress: bool = False) -> tuple[Path, dict]:
     return root, _real_stats(root, counts["train"])
 
 
-def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False) -> RunData:
+def decoded_key(cfg: TrialConfig) -> tuple:
+    """What identifies a run's decoded splits: trials with the same key can share them."""
+    return (cfg.data, tuple(cfg.image_size), cfg.data_seed, tuple(cfg.counts().items()))
+
+
+def use_decoded(cfg: TrialConfig, budget_bytes: float | None = None) -> bool:
+    """Whether a run reads decoded arrays: `in_memory: true`, or "auto" when train + val fit in the budget
+    (default: a quarter of this machine's memory; the search driver passes half of Ray's object store)."""
+    if cfg.in_memory != "auto":
+        return bool(cfg.in_memory)
+    if budget_bytes is None:
+        budget_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4
+    counts = cfg.counts()
+    if counts["train"] is None or counts["val"] is None:
+        return False  # a real dataset of unknown size: the PNG path
+    return estimated_bytes(counts["train"] + counts["val"], tuple(cfg.image_size)) <= budget_bytes
+
+
+def decode_splits(cfg: TrialConfig, progress: bool = False) -> dict[str, DecodedSplit]:
+    """The train and val splits of this config, decoded once (what the driver shares through Ray)."""
+    root, _ = dataset_root(cfg, progress)
+    counts = cfg.counts()
+    return {split: decode_split(open_dataset(root, split, limit=counts[split])) for split in ("train", "val")}
+
+
+def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False,
+               decoded: dict[str, DecodedSplit] | None = None) -> RunData:
+    """Datasets, statistics and depth unit of a run; with `in_memory`, the decoded splits (given, e.g. shared by
+    Ray's object store, or decoded here)."""
     root, stats = dataset_root(cfg, progress)
     counts = cfg.counts()
     train_tf = JointTransform(train=True, crop=cfg.crop, scale=tuple(cfg.aug_scale), flip=cfg.aug_flip)
@@ -100,10 +114,22 @@ def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False
     if len(train) < cfg.batch_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training images")
     val = open_dataset(root, "val", eval_tf, limit=counts["val"])
-    if cfg.in_memory:
-        train, val = InMemoryDataset(train), InMemoryDataset(val)
+    if decoded is None and use_decoded(cfg):
+        decoded = decode_splits(cfg)
     test = open_dataset(root, "test", eval_tf, limit=counts["test"]) if with_test else None
-    return RunData(root, stats, DepthUnit.from_stats(cfg.depth_unit, stats), train, val, test)
+    return RunData(root, stats, DepthUnit.from_stats(cfg.depth_unit, stats), train, val, test, decoded)
+
+
+def make_loaders(cfg: TrialConfig, data: RunData, device: torch.device) -> tuple:
+    """(train, val) loaders: decoded arrays augmented on `device` with `in_memory`, else PNG files through
+    DataLoader workers. Both follow `EpochSampler`, so data order and crops are the same either way."""
+    if data.decoded is None:
+        return (make_loader(data.train, cfg.batch_size, cfg.seed, True, cfg.num_workers),
+                make_loader(data.val, cfg.val_batch_size, cfg.seed, False, cfg.num_workers))
+    train, val = data.decoded["train"], data.decoded["val"]
+    augment = BatchAugment(cfg.crop, tuple(cfg.aug_scale), cfg.aug_flip)
+    return (DeviceLoader(train, cfg.batch_size, EpochSampler(len(train), cfg.seed, True), device, augment, True),
+            DeviceLoader(val, cfg.val_batch_size, EpochSampler(len(val), cfg.seed, False), device, None, False))
 
 
 def make_loader(ds: Dataset, batch_size: int, seed: int, train: bool, workers: int) -> DataLoader:
