@@ -34,7 +34,10 @@ def curves(res: ExperimentResults, rows: list[str], path: Path) -> Path:
         if not histories:
             continue
         for ax, metric in zip(axes, CURVES, strict=True):
-            table = pd.concat([h.set_index("epoch")[metric] for h in histories if metric in h], axis=1)
+            series = [h.set_index("epoch")[metric] for h in histories if metric in h]
+            if not series:  # e.g. a trial that failed before its first epoch
+                continue
+            table = pd.concat(series, axis=1)
             summary = [summarize(table.loc[e].dropna()) for e in table.index]
             mean = np.array([s["mean"] for s in summary])
             line, = ax.plot(table.index, mean, marker="o", ms=3, label=variant)
@@ -79,6 +82,8 @@ def trends(frame: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
     """Each trial's metric against each ordered numeric axis, with the OLS fit and its 95 % CI in the legend."""
     from analysis.stats import numeric_axis
 
+    if fits.empty or "slope" not in fits:
+        return None
     panels = fits.dropna(subset=["slope"])
     if panels.empty:
         return None

@@ -43,7 +43,8 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
     except (torch.OutOfMemoryError, MemoryError) as e:
         # the same trial would run out of memory again on a retry: record it and let the search go on
         reason = f"out of memory: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}"
-        tune.report({**tags, "status": "error", "error_reason": reason, "epoch": 0})
+        # Tune needs the search metric in every result: NaN, which no scheduler or table counts
+        tune.report({**tags, "status": "error", "error_reason": reason, "epoch": 0, experiment.metric: float("nan")})
 
 
 SIMULATE_OOM_ENV = "MTL_TUNE_SIMULATE_OOM"  # test hook: trials of this variant run out of memory at once

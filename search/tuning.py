@@ -13,6 +13,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from mtl.config import TrialConfig
+from search.schedulers import SeedAwareASHAScheduler
 from search.trainable import run_trial
 from search.trials import Experiment
 
@@ -46,6 +47,10 @@ def max_epochs(exp: Experiment) -> int:
 
 def scheduler(exp: Experiment) -> TrialScheduler:
     s = exp.spec.scheduler
+    if exp.scheduler == "asha" and len(exp.seeds) > 1 and not exp.space:  # sampled trials are rows of one
+        # rows replicated over seeds: promote or stop a row on its seed mean (search/schedulers.py)
+        return SeedAwareASHAScheduler(seeds=len(exp.seeds), max_t=max_epochs(exp), grace_period=s.grace_period,
+                                      reduction_factor=s.reduction_factor)
     if exp.scheduler == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(exp), grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)

@@ -1,0 +1,79 @@
+"""Seed-aware asynchronous successive halving: ASHA's rungs, decided per row on the mean over its seeds.
+
+Plain ASHA stops or promotes each trial on its own result, so with seeds a row can lose one replicate to an
+unlucky seed and keep another, and the table's mean then mixes epochs. Ray's docs advise against `Repeater` with
+ASHA, and no Tune scheduler averages seeds, hence this `TrialScheduler`. A row (the trials sharing a `variant`)
+is decided at a rung once every one of its seeds has reported there: its mean is compared with the cutoff of
+the rows decided at that rung before it (the top 1 / reduction_factor continue, as in ASHA). Seeds that reached
+the rung early keep training until the decision; then all of them stop together or all go on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+
+class SeedAwareASHAScheduler(FIFOScheduler):
+    def __init__(self, seeds: int, max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
+                 time_attr: str = "training_iteration", metric: str | None = None, mode: str | None = None,
+                 group_by: str = "variant") -> None:
+        super().__init__()
+        if seeds < 1 or grace_period < 1 or reduction_factor <= 1 or max_t < grace_period:
+            raise ValueError("need seeds >= 1, grace_period >= 1, reduction_factor > 1, max_t >= grace_period")
+        self.seeds, self.time_attr, self.group_by = seeds, time_attr, group_by
+        self.rf = reduction_factor
+        levels = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1e-9) + 1
+        self.rungs = [grace_period * reduction_factor**k for k in range(levels) if grace_period * reduction_factor**k
+                      < max_t]
+        self._metric, self._mode = metric, mode
+        self.values: dict[float, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        self.decided: dict[float, dict[str, float]] = defaultdict(dict)  # rung -> row -> mean (in "max" terms)
+        self.stopped_rows: dict[str, float] = {}  # row -> the rung it was stopped at
+        self.trial_epochs = 0
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        self._metric, self._mode = self._metric or metric, self._mode or mode
+        return True
+
+    def _row(self, trial: Trial) -> str:
+        return str(trial.config.get(self.group_by))
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if self.time_attr not in result or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        self.trial_epochs += 1
+        row, t = self._row(trial), result[self.time_attr]
+        if row in self.stopped_rows:
+            return TrialScheduler.STOP  # a sibling seed's rung decided for the whole row
+        sign = 1.0 if self._mode == "max" else -1.0
+        for rung in self.rungs:
+            if t >= rung and trial.trial_id not in self.values[rung][row]:
+                self.values[rung][row][trial.trial_id] = sign * float(result[self._metric])
+                self._decide(rung, row)
+                break
+        return TrialScheduler.STOP if row in self.stopped_rows else TrialScheduler.CONTINUE
+
+    def _decide(self, rung: float, row: str) -> None:
+        seen = self.values[rung][row]
+        if len(seen) < self.seeds or row in self.decided[rung]:
+            return  # wait for every seed of the row at this rung
+        mean = float(np.nanmean(list(seen.values())))
+        others = list(self.decided[rung].values())
+        cutoff = np.nanpercentile(others, (1 - 1 / self.rf) * 100) if others else None
+        self.decided[rung][row] = mean
+        if cutoff is not None and mean < cutoff:
+            self.stopped_rows[row] = rung
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        return None
+
+    def debug_string(self) -> str:
+        return (f"SeedAwareASHA: rungs {self.rungs}, {len(self.stopped_rows)} row(s) stopped "
+                f"({', '.join(f'{r} at {t:g}' for r, t in self.stopped_rows.items()) or 'none'})")

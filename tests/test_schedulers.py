@@ -1,0 +1,68 @@
+"""Seed-aware ASHA: rows are promoted or stopped on the mean over their seeds, on known curves."""
+
+from __future__ import annotations
+
+from ray.tune.schedulers import TrialScheduler
+
+from search.schedulers import SeedAwareASHAScheduler
+
+QUALITY = {"best": 3.0, "good": 2.0, "poor": 1.0, "worst": 0.5}
+
+
+class _Trial:
+    def __init__(self, row: str, seed: int) -> None:
+        self.trial_id, self.config = f"{row}-{seed}", {"variant": row, "seed": seed}
+
+
+def _curve(row: str, seed: int, t: int) -> float:
+    luck = -1.6 if (row, seed) == ("good", 1) else 0.1 * seed
+    return QUALITY[row] * t + luck
+
+
+def test_rows_are_decided_on_their_seed_mean_and_siblings_share_the_fate():
+    sched = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2, metric="m", mode="max")
+    assert sched.rungs == [1, 2, 4, 8]
+    trials = [_Trial(row, seed) for row in QUALITY for seed in (0, 1)]
+    alive = {t.trial_id: t for t in trials}
+    history: dict[str, int] = {}
+    for t in range(1, 10):
+        for trial in list(alive.values()):
+            metric = _curve(trial.config["variant"], trial.config["seed"], t)
+            action = sched.on_trial_result(None, trial, {"training_iteration": t, "m": metric})
+            history[trial.trial_id] = t
+            if action == TrialScheduler.STOP:
+                del alive[trial.trial_id]
+    fate = {row: [history[f"{row}-{s}"] for s in (0, 1)] for row in QUALITY}
+    assert fate["best"] == [9, 9]  # promoted at every rung, to the end
+    # both seeds share the row's fate (the seed that reached the rung first ran one more epoch, awaiting it)
+    assert all(max(e) - min(e) <= 1 for e in fate.values())
+    assert max(fate["worst"]) <= 2 and sched.stopped_rows["worst"] == 1
+    # the row's seed mean, not one (unlucky) seed, is what the rung compares
+    assert sched.decided[1]["good"] == (_curve("good", 0, 1) + _curve("good", 1, 1)) / 2
+    assert sched.trial_epochs < len(trials) * 9
+
+
+def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
+    import ray
+    from ray import tune
+
+    def trainable(config):
+        for t in range(1, 10):
+            tune.report({"m": _curve(config["variant"], config["seed"], t)})
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sched = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2)
+        tuner = tune.Tuner(trainable, param_space={"variant": tune.grid_search(list(QUALITY)),
+                                                   "seed": tune.grid_search([0, 1])},
+                           tune_config=tune.TuneConfig(metric="m", mode="max", scheduler=sched),
+                           run_config=tune.RunConfig(storage_path=str(tmp_path), name="toy", verbose=0))
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    epochs = {(r.config["variant"], r.config["seed"]): r.metrics["training_iteration"] for r in grid}
+    assert epochs[("best", 0)] == epochs[("best", 1)] == 9
+    assert max(epochs[("worst", 0)], epochs[("worst", 1)]) < 9  # the worst row was stopped, both seeds
+    assert sum(epochs.values()) < 8 * 9
