@@ -12,7 +12,9 @@ exactly; with scaling the resampling differs slightly (grid_sample instead of in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,17 +42,22 @@ class DecodedSplit:
         return self.rgb.nbytes + self.semseg.nbytes + self.depth.nbytes
 
 
-def decode_split(ds: SampleDataset) -> DecodedSplit:
-    """Read and decode every sample of a dataset once (all images must share one size)."""
+def decode_split(ds: SampleDataset, threads: int | None = None) -> DecodedSplit:
+    """Read and decode every sample of a dataset once (all images must share one size); PIL releases the GIL
+    while decoding, so threads decode in parallel."""
     first = ds.read_raw(0)
     n, (h, w) = len(ds), first[1].shape
     out = DecodedSplit(np.empty((n, h, w, 3), np.uint8), np.empty((n, h, w), np.uint8), np.empty((n, h, w), np.float16))
-    for i in range(n):
+
+    def put(i: int) -> None:
         rgb, semseg, depth = first if i == 0 else ds.read_raw(i)
         if semseg.shape != (h, w):
             raise ValueError(f"{ds.items[i][0]}: size {semseg.shape} differs from the split's {(h, w)}; decoded "
                              "arrays need one size (use in_memory: false)")
         out.rgb[i], out.semseg[i], out.depth[i] = rgb, semseg, depth
+
+    with ThreadPoolExecutor(max_workers=threads or min(os.cpu_count() or 1, 16)) as pool:
+        list(pool.map(put, range(n)))
     return out
 
 
