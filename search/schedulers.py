@@ -5,7 +5,9 @@ unlucky seed and keep another, and the table's mean then mixes epochs. Ray's doc
 ASHA, and no Tune scheduler averages seeds, hence this `TrialScheduler`. A row (the trials sharing a `variant`)
 is decided at a rung once every one of its seeds has reported there: its mean is compared with the cutoff of
 the rows decided at that rung before it (the top 1 / reduction_factor continue, as in ASHA). Seeds that reached
-the rung early keep training until the decision; then all of them stop together or all go on.
+the rung early keep training until the decision; then all of them stop together or all go on. A seed that
+reaches the next rung while its row still waits (its siblings run later, e.g. with few workers) forces the
+decision on the seeds seen so far, so no trial runs ahead of its row by more than one rung.
 """
 
 from __future__ import annotations
@@ -54,15 +56,19 @@ class SeedAwareASHAScheduler(FIFOScheduler):
             return TrialScheduler.STOP  # a sibling seed's rung decided for the whole row
         sign = 1.0 if self._mode == "max" else -1.0
         for rung in self.rungs:
+            if t > rung and self.values[rung][row] and row not in self.decided[rung]:
+                self._decide(rung, row, force=True)  # running ahead of its undecided row: decide on what is seen
+                if row in self.stopped_rows:
+                    return TrialScheduler.STOP
             if t >= rung and trial.trial_id not in self.values[rung][row]:
                 self.values[rung][row][trial.trial_id] = sign * float(result[self._metric])
                 self._decide(rung, row)
                 break
         return TrialScheduler.STOP if row in self.stopped_rows else TrialScheduler.CONTINUE
 
-    def _decide(self, rung: float, row: str) -> None:
+    def _decide(self, rung: float, row: str, force: bool = False) -> None:
         seen = self.values[rung][row]
-        if len(seen) < self.seeds or row in self.decided[rung]:
+        if row in self.decided[rung] or (len(seen) < self.seeds and not force):
             return  # wait for every seed of the row at this rung
         mean = float(np.nanmean(list(seen.values())))
         others = list(self.decided[rung].values())
