@@ -20,58 +20,32 @@ import time
 import torch
 from tabulate import tabulate
 
+from bench.gpu import training_step
 from bench.train_throughput import _timed
 from mtl.config import TrialConfig
 from mtl.profiles import PROFILES
 
 BASE = {**PROFILES["cpu"], "architecture": "joint", "dilation": [False, False, True], "aspp": True, "skip": True,
         "optimizer": "adam", "lr": 1e-3, "pretrained": False}
-VARIANTS = {  # name -> (config overrides, bf16, channels_last, compile)
-    "ResNet-18 fp32 (the profile)": ({}, False, False, False),
-    "ResNet-34 fp32": ({"encoder": "resnet34"}, False, False, False),
-    "ResNet-18 bf16 autocast": ({}, True, False, False),
-    "ResNet-18 channels_last": ({}, False, True, False),
-    "ResNet-18 torch.compile": ({}, False, False, True),
+VARIANTS = {  # name -> TrialConfig overrides
+    "ResNet-18 fp32 (the profile)": {},
+    "ResNet-34 fp32": {"encoder": "resnet34"},
+    "ResNet-18 bf16 autocast": {"amp": "bf16"},
+    "ResNet-18 channels_last": {"channels_last": True},
+    "ResNet-18 torch.compile": {"compile": "default"},
 }
 
 
 def step_rate(name: str, threads: int, steps: int) -> dict:
     """Training img/s of one variant in this process (warm-up excluded; compile time reported apart)."""
-    from mtl.data.depth_units import DepthUnit
-    from mtl.engine import Runtime
-    from mtl.losses import TaskWeighting, task_losses
-    from mtl.models import build_model
-    from mtl.optim import build_optimizer
-
     torch.set_num_threads(threads)
-    overrides, bf16, channels_last, compiled = VARIANTS[name]
-    cfg = TrialConfig.from_dict({**BASE, **overrides})
-    model = build_model(cfg)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(cfg, model)
-    forward = torch.compile(model) if compiled else model
-    weighting = TaskWeighting("fixed", (0.5, 0.5))
-    rt = Runtime(torch.device("cpu"), DepthUnit("standardized", 18.0, 22.0),
-                 amp_dtype=torch.bfloat16 if bf16 else None)
-    b, (h, w) = cfg.batch_size, cfg.crop
-    x = torch.randn(b, 3, h, w)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    semseg, depth = torch.randint(0, 19, (b, h, w)), torch.randn(b, 1, h, w)
-
-    def step():
-        with rt.autocast():
-            out = forward(x)
-        loss = weighting(task_losses(out, semseg, depth, "l2", rt.unit))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    cfg = TrialConfig.from_dict({**BASE, **VARIANTS[name]})
+    _, step = training_step(cfg, torch.device("cpu"))
     start = time.perf_counter()
     step()  # compiles, when compiling
     first = time.perf_counter() - start
     seconds = _timed(step, steps, torch.device("cpu"))
-    return {"img_s": b / seconds, "first_step_s": first}
+    return {"img_s": cfg.batch_size / seconds, "first_step_s": first}
 
 
 def _child(name: str, threads: int, steps: int) -> subprocess.Popen:

@@ -49,7 +49,7 @@ def peak_tflops(device: torch.device) -> tuple[str, float | None]:
     return name, next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
 
 
-def _setup(cfg: TrialConfig, device: torch.device):
+def training_step(cfg: TrialConfig, device: torch.device):
     """Model (maybe compiled), optimizer, runtime and one step function on random inputs of the crop size."""
     from mtl.data.depth_units import DepthUnit
     from mtl.losses import TaskWeighting, task_losses
@@ -82,7 +82,8 @@ def train_flops(cfg: TrialConfig) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     # batch 2: BatchNorm after the ASPP's image pooling needs more than one value per channel
-    _, step = _setup(cfg.replace(amp="off", channels_last=False, compile="off", batch_size=2), torch.device("cpu"))
+    eager = cfg.replace(amp="off", channels_last=False, compile="off", batch_size=2)
+    _, step = training_step(eager, torch.device("cpu"))
     with FlopCounterMode(display=False) as counter:
         step()
     return float(counter.get_total_flops()) / 2
@@ -104,7 +105,7 @@ def measure(cfg: TrialConfig, device: torch.device, seconds: float, barrier: str
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    _, step = _setup(cfg, device)
+    _, step = training_step(cfg, device)
     start = time.perf_counter()
     for _ in range(3):  # compile, autotune, CUDA graph capture
         step()

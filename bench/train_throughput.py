@@ -20,11 +20,7 @@ import torch
 from tabulate import tabulate
 
 from mtl.config import TrialConfig
-from mtl.data.depth_units import DepthUnit
-from mtl.engine import Runtime
-from mtl.losses import TaskWeighting, task_losses
-from mtl.models import build_model, count_parameters
-from mtl.optim import build_optimizer
+from mtl.models import count_parameters
 
 ARCHS = ("joint", "branched", "distilled")
 
@@ -44,32 +40,23 @@ def _timed(fn, steps: int, device: torch.device) -> float:
 
 def measure(arch: str, device_name: str, size: tuple[int, int], batch: int, steps: int, encoder: str,
             aspp_skip: bool) -> dict:
+    from bench.gpu import training_step
+
     device = torch.device(device_name)
     cfg = TrialConfig(architecture=arch, encoder=encoder, aspp=aspp_skip, skip=aspp_skip, optimizer="adam", lr=1e-4,
-                      amp="bf16" if device.type == "cuda" else "off")
+                      amp="bf16" if device.type == "cuda" else "off", crop_size=tuple(size), batch_size=batch)
     torch.backends.cudnn.benchmark = True
-    model = build_model(cfg).to(device)
-    weighting = TaskWeighting("fixed", (0.5, 0.5)).to(device)
-    opt = build_optimizer(cfg, model)
-    amp = torch.bfloat16 if device.type == "cuda" else None
-    rt = Runtime(device, DepthUnit("standardized", 27.0, 29.0), amp_dtype=amp)
+    model, step = training_step(cfg, device)  # real losses and optimizer steps on random inputs
     x = torch.randn(batch, 3, *size, device=device)
-    semseg = torch.randint(0, 19, (batch, *size), device=device)
-    depth = torch.randn(batch, 1, *size, device=device)
 
     def train_step():
         model.train()
-        with rt.autocast():
-            out = model(x)
-        loss = weighting(task_losses(out, semseg, depth, "l2", rt.unit))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step()
 
     @torch.no_grad()
     def eval_step():
         model.eval()
-        with rt.autocast():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             model(x)
 
     if device.type == "cuda":

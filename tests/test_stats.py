@@ -115,7 +115,9 @@ def _simulated(rng, planted: float, k: int = 4, seeds: int = 3) -> list[pd.Serie
 def test_simulated_tables_paired_detects_what_welch_cannot_and_holm_controls_false_positives(monkeypatch):
     # statsmodels' Holm runs gc.collect() on every call: harmless in a report, minutes over 500 tables in a big
     # test process
-    monkeypatch.setattr("statsmodels.stats.multitest.gc.collect", lambda: 0)
+    import gc
+
+    monkeypatch.setattr(gc, "collect", lambda *a: 0)  # it imports gc inside the function: patch gc itself
     rng = np.random.default_rng(2026)
     paired = welch = false_positive = 0
     for _ in range(500):
