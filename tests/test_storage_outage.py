@@ -113,7 +113,7 @@ def test_storage_outage_mid_search_loses_no_finished_trial(flaky_s3, tmp_path):
 fixed: {optimizer: adam, lr: 1.0e-3}
 variants:
   - {name: short, epochs: 2, baseline: true}
-  - {name: long, epochs: 16}
+  - {name: long, epochs: 10}
 """, name="outage")
     storage, prefix = f"s3://{BUCKET}/exp", "exp/outage/"
     proc = _driver(spec, storage, address, env)
