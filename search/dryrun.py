@@ -98,7 +98,7 @@ def packing_speedup(bench_file: str | None, per_gpu: int) -> float | None:
 def parallel_speed(concurrency: int, gpus_per_trial: float, bench_file: str | None) -> tuple[float, str]:
     """How many single trials' worth of throughput run at once, and how that was decided."""
     if gpus_per_trial <= 0 or gpus_per_trial >= 1:
-        return float(concurrency), "one trial per device"
+        return float(concurrency), ""
     per_gpu = int(1 // gpus_per_trial)
     gpus = max(concurrency // per_gpu, 1)
     speedup = packing_speedup(bench_file, per_gpu)
@@ -129,8 +129,8 @@ def budget(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_tri
     hours = seconds / 3600 / max(speed, 1e-9)
     device = "CUDA GPU" if torch.cuda.is_available() else "CPU"
     return (f"budget: {trials} trials, {int(epochs)} epochs, {int(images):,} images through the model; "
-            f"~{_hours(hours)} with {concurrency} concurrent trial(s), {how} (probe on this {device}, "
-            f"{len(rates)} model shape(s))")
+            f"~{_hours(hours)} with {concurrency} concurrent trial(s){', ' + how if how else ''} "
+            f"(probe on this {device}, {len(rates)} model shape(s))")
 
 
 def _hours(h: float) -> str:

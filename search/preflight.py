@@ -134,12 +134,23 @@ def ensure_weights(exp: Experiment, argv: list[str]) -> None:
 
 
 def check_local_storage(storage: Storage) -> None:
-    """The nearest existing parent of a local storage directory must be writable (nothing is created here)."""
-    path = Path(storage.root)
+    """A local storage directory must exist as a writable directory or be creatable: tried here, and what this
+    check created is removed again (the run creates it for real)."""
+    path, missing = Path(storage.root), []
     while not path.exists():
+        missing.append(path)
         path = path.parent
     if not path.is_dir() or not os.access(path, os.W_OK):
         raise SpecError(f"--storage {storage.uri}: {path} is not a writable directory")
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+    except OSError as e:
+        raise SpecError(f"--storage {storage.uri}: cannot create {directory} ({e.strerror or e})") from None
+    finally:
+        for directory in missing:  # deepest first
+            if directory.is_dir():
+                directory.rmdir()
 
 
 def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:

@@ -50,4 +50,4 @@ def test_dry_run_budget_uses_the_measured_packing(tmp_path):
     speed, how = parallel_speed(8, 0.25, str(bench))  # 8 trials, 4 per GPU: 2 GPUs at 1.8x each
     assert speed == pytest.approx(3.6) and "measured packing" in how
     assert parallel_speed(8, 0.25, None)[0] == 8 and "not measured" in parallel_speed(8, 0.25, None)[1]
-    assert parallel_speed(3, 1.0, str(bench)) == (3.0, "one trial per device")
+    assert parallel_speed(3, 1.0, str(bench)) == (3.0, "")

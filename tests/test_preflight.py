@@ -55,6 +55,7 @@ def _written(root) -> list[str]:
     (["--set", "epochs=-2"], ["key 'epochs'", "greater than or equal to 1"]),
     (["--set", "epochs"], ["--set", "expected key=value"]),
     (["--set", "seed=3"], ["--set seed", "--seeds"]),
+    (["--storage", "file:///proc/mtl-tune-x"], ["--storage /proc/mtl-tune-x: cannot create /proc/mtl-tune-x"]),
 ])
 def test_bad_flags_exit_2_before_anything_starts(no_ray, capsys, flags, needles):
     _refused(capsys, [TASK_WEIGHTS, "--profile", "smoke", *flags], *needles)
