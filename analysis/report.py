@@ -107,9 +107,17 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
 in.</p>{_html_table(table)}<p>{html.escape(notes[0])}</p>
 <h2>Trends along ordered axes</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:-1]) or
 "<li>No ordered numeric axis in this experiment.</li>"}</ul><p>{html.escape(notes[-1])}</p>
-<h2>Trials</h2>{_html_table(trials)}
+{_posthoc_section(res)}<h2>Trials</h2>{_html_table(trials)}
 <h2>Figures</h2>{''.join(_img(f) for f in figures)}
 <h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
+
+
+def _posthoc_section(res: ExperimentResults) -> str:
+    """The post-hoc table (`python -m analysis.posthoc`) of a local experiment, when it has been made."""
+    path = Path(res.uri) / "posthoc" / "table.md"
+    if res.storage.is_s3 or not path.is_file():
+        return ""
+    return f"<h2>Post-hoc evaluations</h2><pre>{html.escape(path.read_text())}</pre>"
 
 
 def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, fits: pd.DataFrame,

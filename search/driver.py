@@ -180,4 +180,8 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
         from analysis.report import build_report
 
         print(f"report: {build_report(storage.display(exp_path))}")
+    posthoc = exp.spec.report.posthoc_tta
+    if posthoc:
+        print(f"post-hoc: python -m analysis.posthoc {storage.display(exp_path)} --tta {','.join(posthoc)} "
+              "(evaluates the trained checkpoints; no retraining)", flush=True)
     return 0

@@ -66,6 +66,7 @@ class ReportBlock(_Strict):
     order: list[str] | None = None
     baseline: str | None = None
     title: str | None = None
+    posthoc_tta: list[Literal["off", "flip", "multiscale"]] | None = None  # evaluated on checkpoints afterwards
 
 
 class Spec(_Strict):

@@ -134,6 +134,25 @@ def test_report_cli_formats_and_rebuild(experiment, tmp_path, capsys):
     assert build_report(experiment, str(tmp_path / "again")).endswith("report.html")
 
 
+def test_posthoc_tta_evaluates_checkpoints_without_retraining(experiment, tmp_path, capsys):
+    from analysis.posthoc import main as posthoc_main
+    from analysis.posthoc import run_posthoc
+
+    table = run_posthoc(experiment, ["off", "flip"], split="val")
+    frame = pd.read_parquet(table.parent / "posthoc.parquet")
+    assert len(frame) == 4 * 2 and set(frame["tta"]) == {"off", "flip"}  # 4 completed trials x 2 settings
+    off = frame[frame["tta"] == "off"].set_index("trial_id")["semseg_miou"]
+    histories = load_results(experiment).histories
+    for trial_id, miou in off.items():  # "off" reproduces the metric of the checkpointed epoch it evaluated
+        assert any(abs(miou - v) < 1e-4 for v in histories[trial_id]["semseg_miou"]), trial_id
+    text = table.read_text()
+    assert "## trained: balanced" in text and "paired t-test" in text and "| flip" in text
+    build_report(experiment, str(tmp_path / "r"))
+    assert "Post-hoc evaluations" in (tmp_path / "r" / "report.html").read_text()
+    with pytest.raises(SystemExit):
+        posthoc_main([experiment, "--tta", "off,sideways"])
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
