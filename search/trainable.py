@@ -21,7 +21,8 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
     checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged". `shared`: decoded
     splits by `decoded_key`, put in Ray's object store once by the driver (read zero-copy by every trial of a node)."""
     cfg = experiment.trial_config(config)
-    decoded = (shared or {}).get(decoded_key(cfg))
+    # shared arrays only for trials that read decoded data (a spec may ablate in_memory itself)
+    decoded = (shared or {}).get(decoded_key(cfg)) if cfg.in_memory else None
     if cfg.in_memory == "auto":  # the driver decided by size: shared arrays, or the PNG path
         cfg = cfg.replace(in_memory=decoded is not None)
     gpus = float(tune.get_context().get_trial_resources().required_resources.get("GPU", 0))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from conftest import REPO, write_spec
@@ -88,11 +86,11 @@ def test_missing_weights_offline_fail_fast_with_the_scratch_command(no_ray, caps
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(no_ray / "hub"))
     monkeypatch.setenv("MTL_TUNE_OFFLINE", "1")
+    # fail fast: offline means no connection attempt at all, so nothing can wait on the network
+    monkeypatch.setattr("mtl.models.encoder._reachable", lambda url, timeout: pytest.fail("tried to connect"))
     spec = str(REPO / "ablations" / "architecture.yaml")
-    start = time.perf_counter()
     err = _refused(capsys, [spec, "--profile", "smoke"], "resnet34 ImageNet weights are not in the torch cache",
                    "MTL_TUNE_OFFLINE=1", f"python run_search.py {spec} --profile smoke --set pretrained=false")
-    assert time.perf_counter() - start < 10
     assert "forbids downloads" in err
     # a spec that compares pretrained weights cannot be run from scratch, and says so
     _refused(capsys, [str(REPO / "ablations" / "pretrained_dilation.yaml"), "--profile", "smoke"],
@@ -100,22 +98,24 @@ def test_missing_weights_offline_fail_fast_with_the_scratch_command(no_ray, caps
     assert _written(no_ray) == []
 
 
-def test_weights_download_gives_up_within_seconds_when_unreachable(tmp_path, monkeypatch):
+def test_weights_download_gives_up_after_a_bounded_probe_when_unreachable(tmp_path, monkeypatch):
     import socket
 
     import torch
 
-    with socket.socket() as s:  # a closed port on loopback: the connection is refused at once
+    from mtl.models.encoder import CONNECT_TIMEOUT_S
+
+    with socket.socket() as s:  # a closed port on loopback: the connection is refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.perf_counter()
     assert _reachable(f"http://127.0.0.1:{port}/x.pth", timeout=2.0) is False
-    assert time.perf_counter() - start < 3
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv("MTL_TUNE_OFFLINE", raising=False)
-    monkeypatch.setattr("mtl.models.encoder._reachable", lambda url, timeout: False)
+    probes = []
+    monkeypatch.setattr("mtl.models.encoder._reachable", lambda url, timeout: probes.append(timeout) or False)
     with pytest.raises(PretrainedWeightsError, match="cannot be reached"):
         fetch_weights("resnet18")
+    assert probes == [CONNECT_TIMEOUT_S]  # one probe, bounded by its timeout (DNS included), then the error
 
 
 def test_set_applies_to_fixed_keys_and_is_shown_in_the_dry_run(capsys, tmp_path):

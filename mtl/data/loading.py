@@ -115,7 +115,7 @@ def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training images")
     val = open_dataset(root, "val", eval_tf, limit=counts["val"])
     if decoded is None and use_decoded(cfg):
-        decoded = decode_splits(cfg)
+        decoded = {"train": decode_split(train), "val": decode_split(val)}  # the files just listed, read once
     test = open_dataset(root, "test", eval_tf, limit=counts["test"]) if with_test else None
     return RunData(root, stats, DepthUnit.from_stats(cfg.depth_unit, stats), train, val, test, decoded)
 
