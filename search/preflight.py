@@ -68,7 +68,10 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def check_storage_uri(uri: str) -> None:
-    scheme = urlparse(uri).scheme
+    parsed = urlparse(uri)
+    scheme = parsed.scheme
+    if scheme == "s3" and not parsed.netloc:
+        raise SpecError(f"--storage {uri}: no bucket; use s3://bucket/prefix")
     if scheme and len(scheme) > 1 and scheme not in STORAGE_SCHEMES:  # one letter: a Windows drive
         raise SpecError(f"--storage {uri}: the scheme {scheme}:// is not supported; use a local directory or "
                         "s3://bucket/prefix (S3-compatible stores through AWS_ENDPOINT_URL)")

@@ -42,6 +42,7 @@ def _written(root) -> list[str]:
 @pytest.mark.parametrize(("flags", "needles"), [
     (["--storage", "gs://bucket/x"], ["--storage gs://bucket/x", "gs:// is not supported", "s3://"]),
     (["--storage", "hdfs://nn/x", "--dry-run"], ["--storage hdfs://nn/x"]),
+    (["--storage", "s3://"], ["--storage s3://: no bucket; use s3://bucket/prefix"]),
     (["--gpus-per-trial", "-1", "--dry-run"], ["--gpus-per-trial must be >= 0, got -1"]),
     (["--gpus-per-trial", "1"], ["--gpus-per-trial 1: this machine has 0 CUDA GPUs"]),
     (["--cpus-per-trial", "0"], ["--cpus-per-trial must be > 0"]),
