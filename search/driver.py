@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -18,7 +19,7 @@ from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
-from search.record import EXIT_INTERRUPTED, experiment_record
+from search.record import EXIT_INTERRUPTED, experiment_record, finished_record
 from search.storage import Storage
 from search.trials import Experiment
 
@@ -150,6 +151,7 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
     # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    started = time.monotonic()
     dashboard = _init_ray(args)
     exp_path = storage.experiment(exp.name)
     if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
@@ -162,6 +164,9 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     try:
         results = load_results(storage.display(exp_path))
         storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
+        record_path = f"{exp_path}/{RECORD_FILE}"
+        storage.write_text(record_path, finished_record(storage.read_text(record_path), time.monotonic() - started,
+                                                        interrupted))
     except OSError as e:  # the storage went away at the very end: Tune's state is saved, the trials' too
         print(f"error: cannot read the results back from {storage.display(exp_path)} ({e}); finished trials are "
               f"kept there: when it is reachable again, continue with: {_resume_command(args)}", flush=True)

@@ -26,3 +26,10 @@ def experiment_record(exp: Experiment) -> str:
         "argv": [Path(sys.argv[0]).name, *(sys.argv[1:])], "trial_config_fields": list(TrialConfig.model_fields),
     }
     return json.dumps(record, indent=2, default=str)
+
+
+def finished_record(record_text: str, wall_s: float, interrupted: bool) -> str:
+    """The record again at the end of a run, with its wall time (what docs/findings.md quotes per experiment)."""
+    record = json.loads(record_text)
+    record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), wall_s=round(wall_s, 1), interrupted=interrupted)
+    return json.dumps(record, indent=2, default=str)
