@@ -53,7 +53,9 @@ def best_trial_predictions(res: ExperimentResults, variant: str, images: int = 2
         sample = data.val[i]
         probs, depth = predict(model, sample["rgb"][None], rt, cfg.tta)
         rgb = (denormalize(sample["rgb"]).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        blank = np.full_like(rgb, 128)  # a single-task model has no prediction for the other task
         panels.append((rgb, colorize(sample["semseg"].numpy().astype(np.uint8)),
-                       colorize(probs.argmax(1)[0].numpy().astype(np.uint8)),
-                       colorize_depth(sample["depth"][0].numpy()), colorize_depth(depth[0, 0].numpy())))
+                       colorize(probs.argmax(1)[0].numpy().astype(np.uint8)) if probs is not None else blank,
+                       colorize_depth(sample["depth"][0].numpy()),
+                       colorize_depth(depth[0, 0].numpy()) if depth is not None else blank))
     return panels

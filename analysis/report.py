@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from analysis import plots
+from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
 from analysis.results import RESULTS_FILE, ExperimentResults, load_results
 from analysis.stats import axis_trends
 from analysis.tables import (
@@ -39,6 +40,24 @@ TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg
                  "best_multitask", "train_time_s")
 
 
+def delta_m_for(res: ExperimentResults) -> tuple[pd.DataFrame, str | None]:
+    """Δm % per multi-task variant, against the experiment's own single-task rows or those of the reference
+    experiment named by `report: {single_task: DIR}`; (empty, None) when neither has both tasks."""
+    reference, source = single_task_reference(res.frame), "this experiment"
+    target = res.record["spec"]["report"].get("single_task")
+    if set(reference) != set(TASK_METRICS) and target:
+        reference, source = single_task_reference(load_results(target).frame), target
+    dm = delta_m(res.frame, reference)
+    return (dm, delta_m_note(reference, source, dm)) if not dm.empty else (dm, None)
+
+
+def with_delta_m(table: pd.DataFrame, dm: pd.DataFrame) -> pd.DataFrame:
+    if dm.empty:
+        return table
+    texts = {r["variant"]: delta_m_text(r) for _, r in dm.iterrows()}
+    return table.assign(**{"Δm %": [texts.get(v.removesuffix(" (baseline)"), "—") for v in table["Variant"]]})
+
+
 def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
     """Table rows in the spec's order (or `report.order`); a search gets one row per sampled trial."""
     spec = res.record["spec"]
@@ -54,9 +73,9 @@ def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
     return rows, spec["report"].get("baseline") or res.record["baseline"]
 
 
-def _latex(stats_df: pd.DataFrame) -> str:
-    plain = display_table(stats_df, bold=lambda s: s)
-    marked = display_table(stats_df, bold=lambda s: "<best>")  # numpy would strip a NUL marker
+def _latex(make_table) -> str:
+    plain = make_table(lambda s: s)
+    marked = make_table(lambda s: "<best>")  # numpy would strip a NUL marker
     bold = np.where(marked.to_numpy() == "<best>", "font-weight: bold;", "")
     styler = plain.style.hide(axis="index").format(escape="latex")
     styler = styler.apply(lambda _: bold, axis=None)
@@ -136,10 +155,15 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     columns = res.record["spec"]["report"].get("columns") or list(DEFAULT_COLUMNS) + (
         ["cost"] if res.record["spec"].get("trial_price_per_hour") is not None else [])
     stats_df = ablation_stats(res.frame, rows, baseline, columns)
-    table = display_table(stats_df)
+    dm, dm_note = delta_m_for(res)
+
+    def make_table(bold=lambda s: f"**{s}**") -> pd.DataFrame:  # the ablation table, with Δm % when it exists
+        return with_delta_m(display_table(stats_df, bold), dm)
+
+    table = make_table()
     tested = [c for c in columns if c in TESTED]
     fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
-    notes = [stats_footnote(stats_df), *trend_lines(fits)]
+    notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else ""), *trend_lines(fits)]
     timing = time_split(res.frame)
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
@@ -148,17 +172,19 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
         (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n\n{notes[0]}\n\n{lines}\n"
                                       f"{timing}\n")
     if "tex" in formats:
-        (out / "table.tex").write_text(_latex(stats_df))
+        (out / "table.tex").write_text(_latex(make_table))
     if "csv" in formats:
-        display_table(stats_df, bold=lambda s: s).to_csv(out / "table.csv", index=False)
+        make_table(lambda s: s).to_csv(out / "table.csv", index=False)
         stats_df.to_csv(out / "stats.csv", index=False)
+        if not dm.empty:
+            dm.to_csv(out / "delta_m.csv", index=False)
         fits.to_csv(out / "trends.csv", index=False)
         wandb_sheet(res.frame, res.record["ablated"]).to_csv(out / "wandb_sheet.csv", index=False)
     if "parquet" in formats:
         stats_df.to_parquet(out / "stats.parquet", index=False)
         res.frame.to_parquet(out / "trials.parquet", index=False)
     if "html" in formats:
-        html_table = display_table(stats_df, bold=lambda s: f"<strong>{html.escape(s)}</strong>")
+        html_table = make_table(lambda s: f"<strong>{html.escape(s)}</strong>")
         html_table = html_table.map(lambda v: v if str(v).startswith("<strong>") else html.escape(str(v)))
         figures = _figures(res, rows, stats_df, fits, out)
         (out / "report.html").write_text(_html(res, html_table, trials, figures, [*notes, timing]))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SE_PLACES = ("encoder", "aspp", "decoder")
 DILATIONS = ((False, False, False), (False, False, True), (False, True, True))
@@ -45,6 +45,9 @@ class TrialConfig(BaseModel):
     batch_size: int = Field(4, ge=1)
     val_batch_size: int = Field(8, ge=1)
     epochs: int = Field(16, ge=1)
+    # both tasks, or one: a single-task model drops the other task's head (and its branch), as the field's
+    # single-task baselines do (Maninis et al. 2019; Vandenhende et al. 2021), rather than zeroing its loss
+    tasks: tuple[Literal["semseg", "depth"], ...] = ("semseg", "depth")
     # --- losses -----------------------------------------------------------------------------
     loss_weights: tuple[float, float] = (0.5, 0.5)  # [semseg, depth]
     task_weighting: Literal["fixed", "uncertainty", "dwa"] = "fixed"
@@ -94,6 +97,21 @@ class TrialConfig(BaseModel):
             raise ValueError(f"allowed: {', '.join(str(list(d)).lower() for d in DILATIONS)} "
                              "(output stride 32, 16, 8: a layer after a dilated one must be dilated too)")
         return v
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _tasks(cls, v: Any) -> Any:
+        v = (v,) if isinstance(v, str) else tuple(v)
+        if not v or len(set(v)) != len(v) or not set(v) <= {"semseg", "depth"}:
+            raise ValueError("allowed: [semseg, depth], [semseg] or [depth] (each task once)")
+        return tuple(t for t in ("semseg", "depth") if t in v)  # one order, so equal configs compare equal
+
+    @model_validator(mode="after")
+    def _single_task(self) -> TrialConfig:
+        if len(self.tasks) == 1 and self.architecture == "distilled":
+            raise ValueError("tasks: a single-task model has no other task to distil from; use architecture "
+                             "joint or branched (the same network for one task)")
+        return self
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -160,7 +178,8 @@ def validation_message(source: str, error: ValidationError) -> str:
     lines = []
     for e in error.errors():
         key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "literal[")))
-        lines.append(f"{source}: key {key!r}: {e['msg']} (got {e.get('input')!r})")
+        where = f"key {key!r}: " if key else ""  # a model validator's message names its keys itself
+        lines.append(f"{source}: {where}{e['msg']} (got {e.get('input')!r})")
     return "\n".join(dict.fromkeys(lines))
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl.data.depth_units import DepthUnit
-from mtl.losses import TaskWeighting, task_losses
+from mtl.losses import TASKS, TaskWeighting, task_losses
 from mtl.metrics import ConfusionMatrix, DepthMetrics, multitask_score
 
 TTA_SCALES = (0.75, 1.0, 1.25)
@@ -53,7 +53,8 @@ class Runtime:
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, weighting: TaskWeighting,
                     rt: Runtime) -> dict[str, float]:
     model.train()
-    task_sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # semseg, depth: read once per epoch
+    task_sums = torch.zeros(len(TASKS), dtype=torch.float64, device=rt.device)  # semseg, depth: read once per epoch
+    zero = torch.zeros((), device=rt.device)
     total_sum = 0.0
     steps = images = 0
     start = time.perf_counter()
@@ -85,20 +86,22 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             total.backward()
             optimizer.step()
         total_sum += value
-        task_sums += torch.stack([losses["semseg"].detach(), losses["depth"].detach()]).double()
+        task_sums += torch.stack([losses[t].detach() if t in losses else zero for t in TASKS]).double()
         steps += 1
         images += rgb.shape[0]
     rt.sync()
     seconds = time.perf_counter() - start
-    mean = (task_sums / max(steps, 1)).tolist()
+    mean = [m if t in weighting.tasks else float("nan") for t, m in zip(TASKS, (task_sums / max(steps, 1)).tolist(),
+                                                                         strict=True)]  # NaN: a task not trained
     return {"train_loss": total_sum / max(steps, 1), "train_semseg_loss": mean[0], "train_depth_loss": mean[1],
             "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "train_data_seconds": waited}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (B, 19, H, W) and depth in metres (B, 1, H, W); TTA averages both over
-    horizontal flips (`flip`) and also scales 0.75 / 1 / 1.25 (`multiscale`)."""
+def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off"
+            ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Class probabilities (B, 19, H, W) and depth in metres (B, 1, H, W) - None for a task a single-task
+    model lacks; TTA averages both over horizontal flips (`flip`) and also scales 0.75 / 1 / 1.25 (`multiscale`)."""
     size = rgb.shape[-2:]
     scales = TTA_SCALES if tta == "multiscale" else (1.0,)
     flips = (False, True) if tta in ("flip", "multiscale") else (False,)
@@ -108,15 +111,24 @@ def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off") 
         for flip in flips:
             with rt.autocast():
                 out = model(x.flip(-1) if flip else x)
-            p, d = out["semseg"].float().softmax(1), rt.unit.decode(out["depth"].float())
-            if flip:
-                p, d = p.flip(-1), d.flip(-1)
-            if s != 1.0:
-                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-                d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-            probs, depth = probs + p, depth + d
+            p = out["semseg"].float().softmax(1) if "semseg" in out else None
+            d = rt.unit.decode(out["depth"].float()) if "depth" in out else None
+            probs, depth = probs + _restore(p, flip, s, size), depth + _restore(d, flip, s, size)
     n = len(scales) * len(flips)
-    return probs / n, depth / n
+    return (probs / n if "semseg" in out else None), (depth / n if "depth" in out else None)
+
+
+def _restore(t: torch.Tensor | None, flip: bool, scale: float, size) -> torch.Tensor | float:
+    """A TTA view's prediction back to the input's orientation and size (0 for a task the model lacks)."""
+    if t is None:
+        return 0.0
+    t = t.flip(-1) if flip else t
+    return t if scale == 1.0 else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+
+def model_tasks(model: nn.Module) -> tuple[str, ...]:
+    """The tasks a model predicts (through torch.compile's wrapper too)."""
+    return tuple(getattr(getattr(model, "_orig_mod", model), "tasks", TASKS))
 
 
 @torch.no_grad()
@@ -129,14 +141,20 @@ def evaluate(model: nn.Module, loader, rt: Runtime, tta: str = "off") -> dict[st
     for batch in loader:
         rgb, semseg, depth_m = rt.inputs(batch)
         probs, depth = predict(model, rgb, rt, tta)
-        conf.update(probs.argmax(1), semseg)
-        depth_metrics.update(depth, depth_m)
+        if probs is not None:
+            conf.update(probs.argmax(1), semseg)
+        if depth is not None:
+            depth_metrics.update(depth, depth_m)
         images += rgb.shape[0]
     rt.sync()
     seconds = time.perf_counter() - start
-    metrics = {"semseg_miou": conf.miou(), **depth_metrics.compute()}
+    tasks = model_tasks(model)
+    metrics = {"semseg_miou": conf.miou() if "semseg" in tasks else float("nan"), **depth_metrics.compute()}
+    if "depth" not in tasks:  # a semseg-only model: no depth metric exists (not 0)
+        metrics.update({k: float("nan") for k in metrics if k.startswith("depth_")})
     metrics["multitask"] = multitask_score(metrics["semseg_miou"], metrics["depth_silog"])
-    metrics.update({"iou_" + name.replace(" ", "_"): v for name, v in conf.per_class().items()})
+    if "semseg" in tasks:
+        metrics.update({"iou_" + name.replace(" ", "_"): v for name, v in conf.per_class().items()})
     metrics["eval_img_per_s"] = images / max(seconds, 1e-9)
     metrics["eval_seconds"] = seconds
     return metrics

@@ -30,12 +30,15 @@ def export_predictions(model: nn.Module, dataset, rt: Runtime, out_dir: str | Pa
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         rgb = batch["rgb"].to(rt.device)
         probs, depth = predict(model, rgb, rt, tta)
-        labels = probs.argmax(1).to(torch.uint8).cpu().numpy()
-        metres = depth.clamp(DEPTH_MIN, DEPTH_MAX)[:, 0].cpu().numpy()
+        n = rgb.shape[0]  # a single-task model writes its own task only
+        labels = probs.argmax(1).to(torch.uint8).cpu().numpy() if probs is not None else [None] * n
+        metres = depth.clamp(DEPTH_MIN, DEPTH_MAX)[:, 0].cpu().numpy() if depth is not None else [None] * n
         for index, label, d in zip(batch["index"].tolist(), labels, metres, strict=True):
             name = Path(dataset.items[index][0]).name.rsplit(".", 1)[0] + ".png"
-            Image.fromarray(label).save(out / "semseg" / name)
-            Image.fromarray(depth_to_png16_cm(d)).save(out / "depth" / name)
+            if label is not None:
+                Image.fromarray(label).save(out / "semseg" / name)
+            if d is not None:
+                Image.fromarray(depth_to_png16_cm(d)).save(out / "depth" / name)
             written += 1
     return written
 

@@ -62,17 +62,20 @@ class TaskWeighting(nn.Module):
     `dwa` (Liu et al. 2019): weights from the ratio of the last two epochs' mean losses,
     softmax(r / T) scaled to the sum of the fixed weights; fixed weights for the first two epochs."""
 
-    def __init__(self, mode: str, weights: tuple[float, float], temperature: float = 2.0) -> None:
+    def __init__(self, mode: str, weights: tuple[float, float], temperature: float = 2.0,
+                 tasks: tuple[str, ...] = TASKS) -> None:
         super().__init__()
         if mode not in ("fixed", "uncertainty", "dwa"):
             raise ValueError(f"task_weighting must be fixed, uncertainty or dwa; got {mode!r}")
-        self.mode, self.temperature = mode, temperature
-        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
-        self.register_buffer("history", torch.zeros(0, len(TASKS)))  # mean losses per finished epoch
-        self.log_vars = nn.Parameter(torch.zeros(len(TASKS))) if mode == "uncertainty" else None
+        self.mode, self.temperature, self.tasks = mode, temperature, tuple(tasks)
+        # a single-task model trains on its own loss alone (weight 1), as single-task baselines do
+        chosen = [w for t, w in zip(TASKS, weights, strict=True) if t in self.tasks] if len(self.tasks) > 1 else [1.0]
+        self.register_buffer("weights", torch.tensor(chosen, dtype=torch.float32))
+        self.register_buffer("history", torch.zeros(0, len(self.tasks)))  # mean losses per finished epoch
+        self.log_vars = nn.Parameter(torch.zeros(len(self.tasks))) if mode == "uncertainty" else None
 
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack([losses[t] for t in TASKS])
+        stacked = torch.stack([losses[t] for t in self.tasks])
         if self.mode == "uncertainty":
             return (0.5 * torch.exp(-self.log_vars) * stacked + 0.5 * self.log_vars).sum()
         return (self.current_weights() * stacked).sum()
@@ -86,7 +89,7 @@ class TaskWeighting(nn.Module):
         return self.weights
 
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
-        row = torch.tensor([[mean_losses[t] for t in TASKS]], dtype=torch.float32, device=self.history.device)
+        row = torch.tensor([[mean_losses[t] for t in self.tasks]], dtype=torch.float32, device=self.history.device)
         self.history = torch.cat([self.history, row])[-2:]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -99,5 +102,10 @@ class TaskWeighting(nn.Module):
 
 def task_losses(out: dict[str, torch.Tensor], semseg: torch.Tensor, depth_target: torch.Tensor,
                 depth_kind: str, unit: DepthUnit, suffix: str = "") -> dict[str, torch.Tensor]:
-    return {"semseg": semseg_loss(out["semseg" + suffix], semseg),
-            "depth": depth_loss(out["depth" + suffix], depth_target, depth_kind, unit)}
+    """The loss of every task the model predicts (a single-task model has one)."""
+    losses = {}
+    if "semseg" + suffix in out:
+        losses["semseg"] = semseg_loss(out["semseg" + suffix], semseg)
+    if "depth" + suffix in out:
+        losses["depth"] = depth_loss(out["depth" + suffix], depth_target, depth_kind, unit)
+    return losses

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mtl.data.depth_io import DEPTH_MAX, DEPTH_MIN
@@ -73,6 +75,9 @@ def si_log_rmse(pred_m: torch.Tensor, target_m: torch.Tensor) -> float:
 
 
 def multitask_score(miou_value: float, silog_value: float) -> float:
+    """NaN when a task is missing (a single-task model): the score is defined for both tasks only."""
+    if math.isnan(miou_value) or math.isnan(silog_value):
+        return float("nan")
     return max(miou_value - 50.0, 0.0) + max(50.0 - silog_value, 0.0)
 
 

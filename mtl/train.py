@@ -94,14 +94,15 @@ class _Run:
             self.model = self.model.to(memory_format=torch.channels_last)
         # the compiled module runs the steps; checkpoints keep the plain model's state (no "_orig_mod." keys)
         self.net = self.model if cfg.compile == "off" else torch.compile(self.model, mode=cfg.compile)
-        self.weighting = TaskWeighting(cfg.task_weighting, tuple(cfg.loss_weights), cfg.dwa_temperature).to(self.device)
+        self.weighting = TaskWeighting(cfg.task_weighting, tuple(cfg.loss_weights), cfg.dwa_temperature,
+                                       cfg.tasks).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.weighting)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.rt = make_runtime(cfg, self.device, self.data.unit)
         self.train_loader, self.val_loader = make_loaders(cfg, self.data, self.device)
         self.parameters = count_parameters(self.model)
         self.epoch = 0
-        self.best: dict[str, float] = {"best_multitask": float("-inf"), "best_epoch": 0}
+        self.best: dict[str, float] = {"best_multitask": float("-inf"), "best_epoch": 0, "best_score": float("-inf")}
 
     def checkpoint_due(self) -> bool:
         return self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs
@@ -130,19 +131,29 @@ class _Run:
         lr = self.optimizer.param_groups[0]["lr"]
         self.train_loader.sampler.set_epoch(epoch)
         train = train_one_epoch(self.net, self.train_loader, self.optimizer, self.weighting, self.rt)
-        weights = self.weighting.current_weights().tolist()  # the weights this epoch trained with
+        # the weights this epoch trained with (0 for a task a single-task model does not have)
+        weights = dict(zip(self.weighting.tasks, self.weighting.current_weights().tolist(), strict=True))
         self.weighting.end_epoch({"semseg": train["train_semseg_loss"], "depth": train["train_depth_loss"]})
         self.scheduler.step()
         val = evaluate(self.net, self.val_loader, self.rt, cfg.tta)
         self.times.add(train["train_seconds"] - train["train_data_seconds"], train["train_data_seconds"],
                        val["eval_seconds"])
         self.epoch = epoch + 1
-        if val["multitask"] > self.best["best_multitask"]:
-            self.best = {"best_multitask": val["multitask"], "best_epoch": self.epoch}
-        return {"epoch": self.epoch, **train, **val, "lr": lr, "w_semseg": weights[0], "w_depth": weights[1],
+        if selection_score(val, cfg.tasks) > self.best.get("best_score", self.best["best_multitask"]):
+            self.best = {"best_multitask": val["multitask"], "best_epoch": self.epoch,
+                         "best_score": selection_score(val, cfg.tasks)}
+        return {"epoch": self.epoch, **train, **val, "lr": lr, "w_semseg": weights.get("semseg", 0.0),
+                "w_depth": weights.get("depth", 0.0),
                 "epoch_seconds": time.perf_counter() - start, "peak_memory_mb": _peak_memory_mb(self.device),
                 "parameters": self.parameters, **self.best,
                 "status": "completed" if self.epoch == cfg.epochs else "running"}
+
+
+def selection_score(val: dict[str, float], tasks: tuple[str, ...]) -> float:
+    """What picks the best epoch: multitask for both tasks; mIoU or -SI-log for a single-task model."""
+    if len(tasks) == 2:
+        return val["multitask"]
+    return val["semseg_miou"] if tasks == ("semseg",) else -val["depth_silog"]
 
 
 @dataclass

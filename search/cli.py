@@ -13,8 +13,8 @@ from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
-from search.spec import SpecError
-from search.trials import Experiment, load_experiment
+from search.spec import SpecError, scheduler_flag
+from search.trials import Experiment, check_grace_period, load_experiment
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float)
     p.add_argument("--seeds", type=int, help="replicate every row over this many seeds")
+    p.add_argument("--scheduler", metavar="TYPE[,KEY=VALUE...]",
+                   help="replace the spec's scheduler: none, asha or median, with grace_period, reduction_factor, "
+                        "seed_aware (e.g. asha,grace_period=1,seed_aware=false)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                    help="override a fixed TrialConfig key of the spec (repeatable), e.g. --set pretrained=false")
     p.add_argument("--wandb", default="off", choices=("off", "offline", "online"))
@@ -55,6 +58,10 @@ def _experiment(args: argparse.Namespace) -> Experiment:
             raise SpecError(f"{args.spec}: --seeds: optuna proposes each trial itself; use num_samples")
         first = exp.spec.fixed.get("seed", 0)
         exp = dataclasses.replace(exp, seeds=tuple(range(first, first + args.seeds)))
+    if args.scheduler:
+        block = scheduler_flag(args.scheduler, exp.spec.scheduler)
+        exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"scheduler": block}), scheduler=block.type)
+        check_grace_period(exp)
     return exp
 
 

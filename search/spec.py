@@ -9,10 +9,10 @@
     space: {lr: {loguniform: [1.0e-5, 1.0e-1]}}  # sampled by the search algorithm
     seeds: 3                                     # or a list
     search: {algorithm: grid|random|optuna, num_samples: 32, max_concurrent: 4}
-    scheduler: {type: none|asha|median, grace_period: 2, reduction_factor: 3}
+    scheduler: {type: none|asha|median, grace_period: 2, reduction_factor: 3, seed_aware: true}
     metric: multitask                            # mode: max unless the metric is an error
     resources: {cpus: 1, gpus: 0.25}
-    report: {columns: [...], order: [...], baseline: "..."}
+    report: {columns: [...], order: [...], baseline: "...", single_task: DIR}   # DIR: Δm % reference
     trial_price_per_hour: 0.27                   # optional: cost column in reports
 
 Every problem is a `SpecError` naming the file and the key, raised before anything starts.
@@ -54,6 +54,23 @@ class SchedulerBlock(_Strict):
     type: Literal["none", "asha", "median"] | None = None  # default: none for matrices, asha with a space
     grace_period: int = Field(2, ge=1)  # epochs
     reduction_factor: float = Field(3.0, gt=1)
+    # asha with seeds: stop or promote a row on its seeds' mean (search/schedulers.py); false: trial by trial
+    seed_aware: bool = True
+
+
+def scheduler_flag(text: str, current: SchedulerBlock) -> SchedulerBlock:
+    """`--scheduler asha,grace_period=1,seed_aware=false` -> the spec's scheduler block with those changes."""
+    kind, *pairs = [p.strip() for p in text.split(",") if p.strip()]
+    values = {**current.model_dump(), "type": kind}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SpecError(f"--scheduler: expected TYPE[,key=value...], got {pair!r}")
+        values[key.strip()] = yaml.safe_load(value)
+    try:
+        return SchedulerBlock(**values)
+    except ValidationError as e:
+        raise SpecError(validation_message("--scheduler", e).replace("Input should be", "allowed:")) from None
 
 
 class ResourcesBlock(_Strict):
@@ -67,6 +84,7 @@ class ReportBlock(_Strict):
     baseline: str | None = None
     title: str | None = None
     posthoc_tta: list[Literal["off", "flip", "multiscale"]] | None = None  # evaluated on checkpoints afterwards
+    single_task: str | None = None  # an experiment (dir or s3://) with single-task rows: the table gains Δm %
 
 
 class Spec(_Strict):

@@ -182,6 +182,10 @@ def _validate_configs(exp: Experiment) -> None:
                                   source=f"{exp.path} (row {row.name!r})")
         except ConfigError as e:
             raise SpecError(str(e)) from None
+    check_grace_period(exp)
+
+
+def check_grace_period(exp: Experiment) -> None:
     epochs = min(TrialConfig.from_dict({**exp.defaults, **r.overrides}).epochs for r in exp.rows)
     if exp.scheduler != "none" and exp.spec.scheduler.grace_period > epochs:
         raise SpecError(f"{exp.path}: key 'scheduler.grace_period': {exp.spec.scheduler.grace_period} is more than "

@@ -47,7 +47,8 @@ def max_epochs(exp: Experiment) -> int:
 
 def scheduler(exp: Experiment) -> TrialScheduler:
     s = exp.spec.scheduler
-    if exp.scheduler == "asha" and len(exp.seeds) > 1 and not exp.space:  # sampled trials are rows of one
+    # sampled trials are rows of one; seed_aware: false asks for Ray's per-trial ASHA
+    if exp.scheduler == "asha" and s.seed_aware and len(exp.seeds) > 1 and not exp.space:
         # rows replicated over seeds: promote or stop a row on its seed mean (search/schedulers.py)
         return SeedAwareASHAScheduler(seeds=len(exp.seeds), max_t=max_epochs(exp), grace_period=s.grace_period,
                                       reduction_factor=s.reduction_factor)

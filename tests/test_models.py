@@ -23,7 +23,7 @@ def _check_forward_backward(cfg: TrialConfig, size=(32, 64)) -> None:
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.ones_(m.weight)
     out = model(torch.randn(2, 3, *size))
-    expected = {"semseg", "depth"} | ({"semseg_aux", "depth_aux"} if cfg.architecture == "distilled" else set())
+    expected = set(cfg.tasks) | ({"semseg_aux", "depth_aux"} if cfg.architecture == "distilled" else set())
     assert set(out) == expected
     for name, y in out.items():
         assert y.shape == (2, 19 if name.startswith("semseg") else 1, *size), name
@@ -34,7 +34,7 @@ def _check_forward_backward(cfg: TrialConfig, size=(32, 64)) -> None:
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
     model.eval()
     with torch.no_grad():
-        assert set(model(torch.randn(1, 3, *size))) == {"semseg", "depth"}
+        assert set(model(torch.randn(1, 3, *size))) == set(cfg.tasks)
 
 
 @pytest.mark.parametrize(("architecture", "aspp", "skip", "se"),
@@ -42,6 +42,18 @@ def _check_forward_backward(cfg: TrialConfig, size=(32, 64)) -> None:
                                                 [False, True])))
 def test_every_architecture_and_switch(architecture, aspp, skip, se):
     _check_forward_backward(TrialConfig(architecture=architecture, aspp=aspp, skip=skip, se=se, **TINY))
+
+
+@pytest.mark.parametrize(("architecture", "task"), list(itertools.product(["joint", "branched"], ["semseg", "depth"])))
+def test_single_task_models_drop_the_other_head(architecture, task):
+    cfg = TrialConfig(architecture=architecture, tasks=[task], aspp=True, skip=True, **TINY)
+    _check_forward_backward(cfg)
+    both = build_model(TrialConfig(architecture=architecture, aspp=True, skip=True, **TINY))
+    single = build_model(cfg)
+    # the other task's parameters are gone (not merely unused): fewer parameters, no key of the other task
+    assert count_parameters(single) < count_parameters(both)
+    other = "depth" if task == "semseg" else "semseg"
+    assert not any(f".{other}." in f".{k}." for k in single.state_dict())
 
 
 @pytest.mark.parametrize("dilation", [(False, False, True), (False, True, True)])

@@ -68,3 +68,21 @@ def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
     assert epochs[("best", 0)] == epochs[("best", 1)] == 9
     assert max(epochs[("worst", 0)], epochs[("worst", 1)]) < 9  # the worst row was stopped, both seeds
     assert sum(epochs.values()) < 8 * 9
+
+
+def test_scheduler_flag_swaps_the_spec_scheduler_before_ray_starts(capsys):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search import tuning
+    from search.cli import _experiment, parse_args
+    from search.cli import main as run_search
+
+    spec = "ablations/optimizer_lr.yaml"
+    per_trial = _experiment(parse_args([spec, "--seeds", "2", "--scheduler", "asha,grace_period=1,seed_aware=false"]))
+    assert per_trial.spec.scheduler.grace_period == 1 and type(tuning.scheduler(per_trial)) is ASHAScheduler
+    per_row = _experiment(parse_args([spec, "--seeds", "2", "--scheduler", "asha,grace_period=1"]))
+    assert isinstance(tuning.scheduler(per_row), SeedAwareASHAScheduler)
+    for bad, message in (("fast", "key 'type': allowed: 'none', 'asha' or 'median'"),
+                         ("asha,grace=1", "key 'grace'"), ("asha,1", "expected TYPE[,key=value...]")):
+        assert run_search([spec, "--dry-run", "--scheduler", bad]) == 2
+        assert f"error: --scheduler: {message}" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -32,6 +33,19 @@ def test_two_epoch_run_learns_and_reports_everything():
         assert key in second, key
     assert first["status"] == "running" and final["status"] == "completed"
     assert all(path is not None for _, path in history)  # a checkpoint with every report
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_single_task_run_reports_its_task_only(task):
+    history, report = _collect()
+    final = train(SMOKE.replace(tasks=[task], epochs=1), report)
+    metrics = history[-1][0]
+    other = "depth_silog" if task == "semseg" else "semseg_miou"
+    own = "semseg_miou" if task == "semseg" else "depth_silog"
+    assert math.isnan(metrics[other]) and math.isnan(metrics["multitask"])  # no score for a missing task
+    assert math.isfinite(metrics[own]) and math.isfinite(metrics["train_loss"])
+    assert metrics["w_" + task] == 1.0 and metrics["w_" + other.split("_")[0]] == 0.0  # its own loss alone
+    assert final["best_epoch"] == 1
 
 
 def test_checkpoint_every_and_time_split():

@@ -2,7 +2,8 @@
 
 Every model maps rgb (B, 3, H, W) to {"semseg": (B, 19, H, W) logits, "depth": (B, 1, H, W)} at
 input resolution; `distilled` adds the supervised initial predictions "semseg_aux" / "depth_aux"
-while training.
+while training. A single-task config (`tasks: [semseg]` or `[depth]`) builds the same network with only
+that task's head (joint) or branch (branched): the other task's parameters do not exist.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class _MultiTaskBase(nn.Module):
         self.encoder = ResNetEncoder(cfg.encoder, cfg.pretrained, cfg.dilation, se="encoder" in cfg.se)
         self.width = cfg.decoder_channels
         self._cfg = cfg
+        self.tasks = {t: TASK_CHANNELS[t] for t in cfg.tasks}  # task -> output channels
 
     def _context(self) -> nn.Module:
         cfg, cin = self._cfg, self.encoder.channels[self.encoder.bottleneck_stride]
@@ -46,12 +48,12 @@ class JointNet(_MultiTaskBase):
     def __init__(self, cfg: TrialConfig) -> None:
         super().__init__(cfg)
         self.context, self.decoder = self._context(), self._decoder()
-        self.head = nn.Conv2d(self.width, sum(TASK_CHANNELS.values()), 1)
+        self.head = nn.Conv2d(self.width, sum(self.tasks.values()), 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         deep, skip4 = self._features(x)
-        out = upsample(self.head(self.decoder(self.context(deep), skip4)), x.shape[-2:])
-        return {"semseg": out[:, :NUM_CLASSES], "depth": out[:, NUM_CLASSES:]}
+        out = upsample(self.head(self.decoder(self.context(deep), skip4)), x.shape[-2:])  # (B, 19 + 1, H, W)
+        return dict(zip(self.tasks, out.split(list(self.tasks.values()), dim=1), strict=True))
 
 
 class BranchedNet(_MultiTaskBase):
@@ -59,17 +61,17 @@ class BranchedNet(_MultiTaskBase):
 
     def __init__(self, cfg: TrialConfig) -> None:
         super().__init__(cfg)
-        self.context = nn.ModuleDict({t: self._context() for t in TASK_CHANNELS})
-        self.decoder = nn.ModuleDict({t: self._decoder() for t in TASK_CHANNELS})
-        self.head = nn.ModuleDict({t: nn.Conv2d(self.width, c, 1) for t, c in TASK_CHANNELS.items()})
+        self.context = nn.ModuleDict({t: self._context() for t in self.tasks})
+        self.decoder = nn.ModuleDict({t: self._decoder() for t in self.tasks})
+        self.head = nn.ModuleDict({t: nn.Conv2d(self.width, c, 1) for t, c in self.tasks.items()})
 
     def task_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         deep, skip4 = self._features(x)
-        return {t: self.decoder[t](self.context[t](deep), skip4) for t in TASK_CHANNELS}  # (B, width, H/4, W/4)
+        return {t: self.decoder[t](self.context[t](deep), skip4) for t in self.tasks}  # (B, width, H/4, W/4)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.task_features(x)
-        return {t: upsample(self.head[t](f[t]), x.shape[-2:]) for t in TASK_CHANNELS}
+        return {t: upsample(self.head[t](f[t]), x.shape[-2:]) for t in self.tasks}
 
 
 class DistilledNet(BranchedNet):

@@ -1,0 +1,96 @@
+"""Δm: a multi-task model's mean relative change against single-task baselines, in percent.
+
+    Δm = 100 / T · Σ_t (−1)^{l_t} · (M_mt,t − M_st,t) / M_st,t,   l_t = 1 when lower is better for task t
+
+as defined by Maninis et al. 2019 ("Attentive Single-Tasking of Multiple Tasks", CVPR) and used in the survey of
+Vandenhende et al. 2021 ("Multi-Task Learning for Dense Prediction Tasks: A Survey", TPAMI), MTAN, Nash-MTL and
+LibMTL. Positive Δm: the multi-task model beats its single-task baselines on average. Our tasks and metrics:
+semseg by mIoU (higher is better), depth by SI-logRMSE (lower is better).
+
+Single-task rows are trials whose config trains one task (`tasks: [semseg]` or `[depth]`, the other head dropped).
+They come from the experiment itself or from a reference experiment (`report: {single_task: DIR}`). Δm is
+computed per seed - paired with the single-task trial of the same seed when there is one, else against the
+single-task mean - and summarised over seeds with a 95 % t-interval.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.tables import summarize
+
+TASK_METRICS = {"semseg": ("semseg_miou", False), "depth": ("depth_silog", True)}  # task -> (metric, lower better)
+BOTH = ("semseg", "depth")
+
+
+def trial_tasks(frame: pd.DataFrame) -> pd.Series:
+    """The tasks each trial trained, as a tuple (both when the column predates single-task models)."""
+    if "config/tasks" not in frame:
+        return pd.Series([BOTH] * len(frame), index=frame.index, dtype=object)
+    def parse(v) -> tuple[str, ...]:  # "[semseg, depth]" (parquet keeps lists as text) or a list
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return BOTH
+        return tuple(t for t in BOTH if t in (v if isinstance(v, str) else list(v)))
+
+    return frame["config/tasks"].map(parse)
+
+
+def single_task_reference(frame: pd.DataFrame) -> dict[str, tuple[str, pd.Series]]:
+    """task -> (variant, its metric per seed) from the completed single-task trials; the first such variant wins."""
+    tasks = trial_tasks(frame)
+    done = frame[frame["status"] == "completed"]
+    out = {}
+    for task, (metric, _) in TASK_METRICS.items():
+        mine = done[tasks.loc[done.index] == (task,)]
+        if mine.empty or metric not in mine:
+            continue
+        variant = str(mine["variant"].iloc[0])
+        rows = mine[mine["variant"] == variant]
+        out[task] = (variant, pd.Series(pd.to_numeric(rows[metric], errors="coerce").to_numpy(),
+                                        index=rows["seed"].to_numpy()).dropna())
+    return out
+
+
+def delta_m(frame: pd.DataFrame, reference: dict[str, tuple[str, pd.Series]]) -> pd.DataFrame:
+    """One row per multi-task variant: Δm % (mean, std, n, 95 % CI over seeds) and whether seeds were paired.
+    Empty when the reference lacks either task."""
+    if set(reference) != set(TASK_METRICS):
+        return pd.DataFrame(columns=["variant", "mean", "std", "n", "ci_low", "ci_high", "paired"])
+    tasks = trial_tasks(frame)
+    done = frame[(frame["status"] == "completed") & (tasks == BOTH)]
+    records = []
+    for variant, trials in done.groupby("variant", sort=False):
+        per_seed, paired = [], True
+        for _, trial in trials.iterrows():
+            terms = []
+            for task, (metric, lower) in TASK_METRICS.items():
+                st = reference[task][1]
+                base = st.get(trial["seed"]) if trial["seed"] in st.index else None
+                paired &= base is not None
+                base = float(st.mean()) if base is None else float(base)
+                terms.append((-1.0 if lower else 1.0) * (float(trial[metric]) - base) / base)
+            per_seed.append(100.0 * float(np.mean(terms)))
+        records.append({"variant": variant, **summarize(per_seed), "paired": paired})
+    return pd.DataFrame(records)
+
+
+def delta_m_text(row: pd.Series) -> str:
+    """`+3.1 [+1.2, +5.0]` (or the mean alone with one seed)."""
+    if not row["n"]:
+        return "—"
+    if row["n"] < 2 or not np.isfinite(row["ci_low"]):
+        return f"{row['mean']:+.2f} (n=1)"
+    return f"{row['mean']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def delta_m_note(reference: dict[str, tuple[str, pd.Series]], source: str, dm: pd.DataFrame) -> str:
+    """The footnote under a table with a Δm column."""
+    names = ", ".join(f"{task}: '{variant}' (n={len(values)})" for task, (variant, values) in reference.items())
+    pairing = "paired by seed" if not dm.empty and bool(dm["paired"].all()) else \
+        "against the single-task mean where a seed has no single-task twin"
+    return (f"Δm % = mean over tasks of ±(M_mt − M_st) / M_st × 100 (+ for mIoU, − for SI-logRMSE; Maninis et al. "
+            f"2019, Vandenhende et al. 2021), single-task baselines from {source} ({names}), {pairing}; "
+            "mean [95 % CI over seeds]. Positive: better than training each task alone.")
