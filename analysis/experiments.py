@@ -1,0 +1,68 @@
+"""An experiment's small saved artifacts - `mtl_experiment.json`, `results.parquet`, the post-hoc table - read
+from a folder, local or s3://, without Tune's state or checkpoints (what docs/findings/ keeps, and all that
+`analysis.findings` needs). `copy_artifacts` writes the same files into another folder."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.results import RECORD_FILE, RESULTS_FILE
+from search.storage import split_experiment_uri
+
+POSTHOC_FILE = "posthoc/posthoc.parquet"
+ARTIFACTS = (RECORD_FILE, RESULTS_FILE, POSTHOC_FILE)
+
+
+@dataclass
+class SavedExperiment:
+    uri: str
+    record: dict[str, Any]
+    frame: pd.DataFrame  # one row per trial (results.parquet)
+    posthoc: pd.DataFrame | None  # one row per (trial, setting), when `analysis.posthoc` ran
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    def command(self) -> str:
+        argv = self.record.get("argv") or ["run_search.py", self.record.get("spec_path", "?")]
+        return "python " + " ".join(str(a) for a in argv)
+
+    def completed(self, variant: str) -> pd.DataFrame:
+        f = self.frame
+        return f[(f["variant"] == variant) & (f["status"] == "completed")]
+
+
+def _read(storage, path: str) -> bytes | None:
+    return storage.read_bytes(path) if storage.exists(path) else None
+
+
+def read_saved(uri: str) -> SavedExperiment:
+    """The saved artifacts of the experiment at `uri`; a clear error when it has no results yet."""
+    storage, name = split_experiment_uri(uri)
+    base = storage.experiment(name)
+    record, results = _read(storage, f"{base}/{RECORD_FILE}"), _read(storage, f"{base}/{RESULTS_FILE}")
+    if record is None or results is None:
+        raise FileNotFoundError(f"{uri}: needs {RECORD_FILE} and {RESULTS_FILE} (written when a run ends)")
+    posthoc = _read(storage, f"{base}/{POSTHOC_FILE}")
+    return SavedExperiment(uri, json.loads(record), pd.read_parquet(io.BytesIO(results)),
+                           pd.read_parquet(io.BytesIO(posthoc)) if posthoc else None)
+
+
+def copy_artifacts(uri: str, dest: str | Path) -> Path:
+    """Copy an experiment's small artifacts (never checkpoints) into dest/<name>/; returns that folder."""
+    storage, name = split_experiment_uri(uri)
+    base = storage.experiment(name)
+    out = Path(dest) / name
+    for rel in ARTIFACTS:
+        data = _read(storage, f"{base}/{rel}")
+        if data is not None:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(data)
+    return out

@@ -1,0 +1,199 @@
+"""The course's findings, checked against our experiments: docs/findings.md.
+
+    python -m analysis.findings EXPERIMENT_DIR... [--out docs/findings.md] [--copy docs/findings]
+
+Each EXPERIMENT_DIR (local or s3://) needs only its saved artifacts (`analysis.experiments`), so the folders
+under docs/findings/ rebuild the page as well as the original runs do. One row per course finding: the course's
+claim, our Δ with its 95 % CI and paired p (Holm-adjusted across the page), and a verdict - reproduced,
+contradicted, or unresolved (with the seeds that would resolve it) - plus the run's command and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.asha_study import asha_study, study_markdown
+from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
+from analysis.stats import ALPHA, compare, holm
+
+NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: str  # the course's words (field notes)
+    experiment: str
+    variant: str  # Δ = metric(variant) - metric(baseline)
+    baseline: str
+    expect: int = 1  # the sign of Δ multitask the course saw; 0: "no difference"
+    kind: str = "effect"  # effect | same | diverges | posthoc
+    blocked: str | None = None  # why it cannot run here
+
+
+FINDINGS = (
+    Finding("Adam 1e-4 beats SGD 0.01", "optimizer_lr", "optimizer=adam, lr=0.0001", "optimizer=sgd, lr=0.01"),
+    Finding("Adam at 1e-1 or more diverges (or scores 0)", "optimizer_lr", "optimizer=adam, lr=0.1",
+            "optimizer=adam, lr=0.0001", expect=-1, kind="diverges"),
+    Finding("Bigger batch × epochs is better (37.8 → 48.2)", "batch_epochs", "batch_size=16, epochs=64",
+            "batch_size=4, epochs=16"),
+    Finding("Task weights are flat (differences ~1 point; best near 0.6 / 0.4)", "task_weights",
+            "seg 0.8 / depth 0.2", "seg 0.2 / depth 0.8", expect=0, kind="same"),
+    Finding("ImageNet pretraining: +4 multitask", "pretrained_dilation", "ImageNet-pretrained", "from scratch",
+            blocked=NOT_OFFLINE),
+    Finding("Dilation (F, F, T): +11 multitask", "pretrained_dilation", "pretrained + dilation (F, F, T)",
+            "ImageNet-pretrained", blocked=NOT_OFFLINE),
+    Finding("ASPP + skip: +8 multitask", "aspp_skip", "ASPP + skip", "neither"),
+    Finding("Branched beats joint: +1.4 (at +20 % parameters, +40 % time)", "architecture", "branched", "joint"),
+    Finding("Distilled ≈ branched", "architecture", "distilled", "branched", expect=0, kind="same"),
+    Finding("SE + ResNet-50: +0.6", "se", "ResNet-50 + SE", "ResNet-34"),
+    Finding("L1 beats L2 for depth: +1.6", "depth_loss", "L1", "L2"),
+    Finding("berHu beats L2 for depth: +1.7", "depth_loss", "berHu", "L2"),
+    Finding("Depth unit: standardised > log", "depth_unit", "standardized", "log"),
+    Finding("Depth unit: log > min-max", "depth_unit", "log", "min-max"),
+    Finding("Multi-scale TTA with averaged depth hurts: −3", "tta", "multiscale", "off", expect=-1, kind="posthoc"),
+)
+METRICS = ("multitask", "semseg_miou", "depth_silog")
+
+
+def _by_seed(frame: pd.DataFrame, metric: str) -> pd.Series:
+    return pd.Series(pd.to_numeric(frame[metric], errors="coerce").to_numpy(), index=frame["seed"].to_numpy())
+
+
+def _pair(f: Finding, exp: SavedExperiment) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The completed trials (or post-hoc rows) of the finding's two sides."""
+    if f.kind == "posthoc":
+        ph = exp.posthoc if exp.posthoc is not None else pd.DataFrame(columns=["tta", "status"])
+        return ph[ph["tta"] == f.variant], ph[ph["tta"] == f.baseline]
+    return exp.completed(f.variant), exp.completed(f.baseline)
+
+
+def measure(f: Finding, exp: SavedExperiment | None) -> dict:
+    """Δ multitask (with CI, paired p, seeds needed) and Δ mIoU / Δ SI-log for one finding."""
+    row = {"claim": f.claim, "experiment": f.experiment, "comparison": f"{f.variant} vs {f.baseline}"}
+    if exp is None:
+        return {**row, "note": f.blocked or "not run yet"}
+    mine, base = _pair(f, exp)
+    row.update({f"n_{side}": len(x) for side, x in (("variant", mine), ("baseline", base))})
+    for metric in METRICS:
+        c = compare(_by_seed(mine, metric), _by_seed(base, metric)) if len(mine) and len(base) else {}
+        prefix = "" if metric == "multitask" else f"{metric}_"
+        row.update({f"{prefix}{k}": v for k, v in c.items()})
+    if f.kind == "diverges":
+        trials = exp.frame[exp.frame["variant"] == f.variant]
+        row["diverged"] = int((trials["status"] == "diverged").sum())
+        row["trials"] = len(trials)
+        row["zero"] = int((pd.to_numeric(trials["multitask"], errors="coerce").fillna(0) <= 0.5).sum())
+    if f.experiment == "architecture" and len(mine) and len(base):
+        for col in ("parameters", "train_time_s"):
+            row[f"{col}_ratio"] = float(pd.to_numeric(mine[col]).mean() / pd.to_numeric(base[col]).mean())
+    return row
+
+
+def verdict(f: Finding, r: dict) -> str:
+    if isinstance(r.get("note"), str):
+        return f"not run: {r['note']}"
+    if f.kind == "diverges":
+        failed = max(r["diverged"], r["zero"])
+        return "reproduced" if failed == r["trials"] else \
+            f"contradicted ({r['trials'] - failed}/{r['trials']} seeds trained)"
+    p, delta = r.get("p_holm", math.nan), r.get("delta", math.nan)
+    if not np.isfinite(p):
+        return "unresolved (fewer than 2 seeds on a side)"
+    resolved = p < ALPHA
+    if f.kind == "same":
+        return "contradicted (a difference is resolved)" if resolved else \
+            "unresolved: no difference resolved (consistent; equivalence not shown)"
+    if resolved:
+        return "reproduced" if np.sign(delta) == f.expect else "contradicted"
+    need = r.get("seeds_needed", math.nan)
+    return "unresolved" + (f" (~{int(need)} seeds for 80 % power)" if np.isfinite(need) else " (no effect seen)")
+
+
+def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
+    rows = [measure(f, None if f.blocked else experiments.get(f.experiment)) for f in FINDINGS]
+    frame = pd.DataFrame(rows)
+    frame["p_holm"] = holm(frame["p_value"].tolist()) if "p_value" in frame else math.nan
+    frame["verdict"] = [verdict(f, r) for f, r in zip(FINDINGS, frame.to_dict("records"), strict=True)]
+    return frame
+
+
+def _delta(r: dict, prefix: str = "") -> str:
+    d, lo, hi = (r.get(f"{prefix}{k}", math.nan) for k in ("delta", "delta_ci_low", "delta_ci_high"))
+    if not isinstance(d, float) or not np.isfinite(d):
+        return "—"
+    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
+
+
+def _p(r: dict) -> str:
+    p, ph = r.get("p_value", math.nan), r.get("p_holm", math.nan)
+    return "—" if not np.isfinite(p) else f"{p:.2g} ({ph:.2g})"
+
+
+def _extra(r: dict) -> str:
+    parts = []
+    if "diverged" in r and np.isfinite(r.get("diverged", math.nan)):
+        parts.append(f"{int(r['diverged'])}/{int(r['trials'])} diverged")
+    if np.isfinite(r.get("parameters_ratio", math.nan)):
+        parts.append(f"params ×{r['parameters_ratio']:.2f}, time ×{r['train_time_s_ratio']:.2f}")
+    return "; ".join(parts)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    rows = [{"Course finding": r["claim"], "Experiment: ours vs reference": f"{r['experiment']}: {r['comparison']}",
+             "n": f"{int(r['n_variant'])} / {int(r['n_baseline'])}" if np.isfinite(r.get("n_variant", math.nan))
+             else "—",
+             "Δ multitask [95 % CI]": _delta(r), "p (Holm)": _p(r), "Δ mIoU": _delta(r, "semseg_miou_"),
+             "Δ SI-log": _delta(r, "depth_silog_"), "Also": _extra(r), "Verdict": r["verdict"]}
+            for r in table.to_dict("records")]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
+    lines = ["| Experiment | Trials | Seeds | Wall time | Command |", "|---|---|---|---|---|"]
+    for name, exp in sorted(experiments.items()):
+        wall = exp.record.get("wall_s")
+        lines.append(f"| {name} | {len(exp.frame)} | {len(exp.record.get('seeds', []))} | "
+                     f"{f'{wall / 60:.1f} min' if wall else '—'} | `{exp.command()}` |")
+    return "\n".join(lines)
+
+
+def build_page(uris: list[str], intro: str = "") -> str:
+    experiments = {}
+    for uri in uris:
+        exp = read_saved(uri)
+        experiments[exp.name] = exp
+    table = findings_table(experiments)
+    study = asha_study(list(experiments.values()))
+    parts = [intro or "# Findings", "## The course's findings at CPU scale", markdown_table(table),
+             "Δ = ours − reference, mean over seeds of the paired (same-seed) difference, 95 % t-interval; p: paired "
+             "t-test, raw (Holm–Bonferroni-adjusted across this table's rows). A verdict needs the adjusted p < 0.05; "
+             "'unresolved' gives the seeds that would reach 80 % power at the observed effect.",
+             "## Runs", runs_markdown(experiments)]
+    if study is not None:
+        parts += ["## ASHA efficiency study", study_markdown(study)]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m analysis.findings", description=__doc__.split("\n")[0])
+    p.add_argument("experiments", nargs="+", help="experiment folders (local or s3://), e.g. docs/findings/*")
+    p.add_argument("--out", default="docs/findings.md", help="the page to write")
+    p.add_argument("--intro", help="a Markdown file placed above the tables (setup, explanations)")
+    p.add_argument("--copy", metavar="DIR", help="also copy each experiment's small artifacts into DIR/<name>/")
+    a = p.parse_args(argv)
+    if a.copy:
+        for uri in a.experiments:
+            print(f"copied: {copy_artifacts(uri, a.copy)}")
+    intro = Path(a.intro).read_text().strip() if a.intro else ""
+    Path(a.out).write_text(build_page(a.experiments, intro))
+    print(f"findings: {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""docs/findings.md from saved artifacts: verdicts, Holm across the page, the ASHA study, the CLI round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.asha_study import asha_study
+from analysis.experiments import SavedExperiment, read_saved
+from analysis.findings import FINDINGS, findings_table, main
+
+
+def _record(name: str, scheduler: str = "none", seeds=(0, 1, 2), sets=None, spec_path="ablations/x.yaml", **spec):
+    return {"name": name, "spec_path": spec_path, "spec": {"scheduler": spec, "report": {}}, "set": sets or {},
+            "seeds": list(seeds), "metric": "multitask", "mode": "max", "scheduler": scheduler,
+            "argv": ["run_search.py", spec_path, "--seeds", str(len(seeds))], "wall_s": 600.0}
+
+
+def _frame(values: dict[str, list[float]], status: dict[str, str] | None = None, epochs: int = 4) -> pd.DataFrame:
+    rows = []
+    for variant, vals in values.items():
+        for seed, v in enumerate(vals):
+            st = (status or {}).get(variant, "completed")
+            rows.append({"variant": variant, "seed": seed, "status": st, "multitask": v, "semseg_miou": v + 10,
+                         "depth_silog": 50 - v, "epochs_run": epochs if st == "completed" else 1,
+                         "parameters": 10.0, "train_time_s": 60.0})
+    return pd.DataFrame(rows)
+
+
+def _exp(name, values, status=None, **kw) -> SavedExperiment:
+    return SavedExperiment(name, _record(name, **kw), _frame(values, status), None)
+
+
+def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
+    experiments = {
+        "optimizer_lr": _exp("optimizer_lr", {"optimizer=adam, lr=0.0001": [20.0, 21.0, 22.5],
+                                              "optimizer=sgd, lr=0.01": [10.0, 10.5, 12.0],
+                                              "optimizer=adam, lr=0.1": [0.0, 0.0, 0.0]},
+                             status={"optimizer=adam, lr=0.1": "diverged"}),
+        "depth_loss": _exp("depth_loss", {"L2": [14.0, 15.0, 16.0], "L1": [9.0, 10.2, 11.1],
+                                          "berHu": [14.5, 14.2, 16.9]}),
+        "architecture": _exp("architecture", {"joint": [14.0, 15.0, 16.0], "branched": [14.1, 15.3, 15.9],
+                                              "distilled": [20.0, 21.1, 22.3]}),
+    }
+    table = findings_table(experiments).set_index("claim")
+    claim = {f.experiment + ":" + f.variant: f.claim for f in FINDINGS}
+    assert table.loc[claim["optimizer_lr:optimizer=adam, lr=0.0001"], "verdict"] == "reproduced"
+    assert table.loc[claim["optimizer_lr:optimizer=adam, lr=0.1"], "verdict"] == "reproduced"  # 3/3 diverged
+    assert table.loc[claim["depth_loss:L1"], "verdict"] == "contradicted"  # resolved, the other way round
+    assert table.loc[claim["depth_loss:berHu"], "verdict"].startswith("unresolved (~")
+    assert table.loc[claim["architecture:distilled"], "verdict"] == "contradicted (a difference is resolved)"
+    assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
+    assert table.loc[claim["pretrained_dilation:ImageNet-pretrained"], "verdict"].startswith("not run: needs the")
+    assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: not run yet"
+    tested = table["p_value"].notna()
+    assert (table.loc[tested, "p_holm"] >= table.loc[tested, "p_value"]).all()  # Holm across the page
+
+
+def test_asha_study_counts_epochs_on_the_asha_seeds_and_ranks_the_pick():
+    sets = {"epochs": 8}
+    grid = SavedExperiment("grid", _record("grid", sets=sets), _frame(
+        {"a": [30.0, 31.0, 29.0], "b": [29.5, 30.8, 29.4], "c": [10.0, 11.0, 12.0]}, epochs=8), None)
+    asha = _frame({"a": [0.0, 0.0], "b": [29.5, 30.8], "c": [10.0, 11.0]}, status={"a": "stopped early at epoch 1",
+                                                                                   "c": "stopped early at epoch 1"})
+    asha.loc[asha["variant"] == "b", "epochs_run"] = 8
+    study = asha_study([grid, SavedExperiment("asha", _record("asha", "asha", (0, 1), sets, grace_period=1,
+                                                                reduction_factor=3, seed_aware=False), asha, None)])
+    assert list(study["run"]) == ["grid", "asha"]
+    assert study.loc[0, "trial_epochs"] == 48 and study.loc[1, "trial_epochs"] == 20  # grid on seeds 0, 1 only
+    assert study.loc[1, "picked"] == "b" and study.loc[1, "grid_rank"] == 2 and study.loc[1, "within_noise"]
+    assert study.loc[1, "scheduler"] == "ASHA (grace 1, η=3)" and study.loc[1, "stopped_early"] == 4
+
+
+def test_cli_rebuilds_the_page_from_saved_folders_and_copies_them(tmp_path):
+    for name, values in (("depth_loss", {"L2": [14.0, 15.0, 16.0], "L1": [16.0, 17.2, 18.1],
+                                         "berHu": [15.5, 16.2, 16.9]}),):
+        exp = tmp_path / "runs" / name
+        (exp / "posthoc").mkdir(parents=True)
+        (exp / "mtl_experiment.json").write_text(json.dumps(_record(name)))
+        _frame(values).to_parquet(exp / "results.parquet")
+        (exp / "checkpoint_000000").mkdir()  # never copied
+    out = tmp_path / "findings.md"
+    main([str(tmp_path / "runs" / "depth_loss"), "--out", str(out), "--copy", str(tmp_path / "docs")])
+    page = out.read_text()
+    assert "| L1 beats L2 for depth: +1.6" in page and "reproduced" in page and "10.0 min" in page
+    assert sorted(p.name for p in (tmp_path / "docs" / "depth_loss").iterdir()) == ["mtl_experiment.json",
+                                                                                    "results.parquet"]
+    again = tmp_path / "again.md"
+    main([str(tmp_path / "docs" / "depth_loss"), "--out", str(again)])  # the copies rebuild the same page
+    assert again.read_text() == page
+    with pytest.raises(FileNotFoundError, match=r"needs mtl_experiment\.json"):
+        read_saved(str(tmp_path / "nowhere"))
