@@ -37,6 +37,8 @@ def best_trial_id(res: ExperimentResults, variant: str) -> str | None:
     if done.empty:
         return None
     values = done[res.metric].astype(float)
+    if values.isna().all():  # a single-task row has no multitask score: show its first seed
+        return str(done["trial_id"].iloc[0])
     return str(done.loc[values.idxmax() if res.mode == "max" else values.idxmin(), "trial_id"])
 
 

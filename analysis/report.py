@@ -23,6 +23,7 @@ import yaml
 from analysis import plots
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
 from analysis.results import RESULTS_FILE, ExperimentResults, load_results
+from analysis.search_plots import search_section
 from analysis.stats import axis_trends
 from analysis.tables import (
     DEFAULT_COLUMNS,
@@ -124,11 +125,15 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
 <h2>Ablation table</h2><p>mean ± std [95 % CI, t-distribution] over completed seeds; Δ against the baseline
 [95 % CI]; best value per column in bold. Failed and stopped runs are listed in the status column, never averaged
 in.</p>{_html_table(table)}<p>{html.escape(notes[0])}</p>
-<h2>Trends along ordered axes</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:-1]) or
+<h2>{_notes_heading(rec)}</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:-1]) or
 "<li>No ordered numeric axis in this experiment.</li>"}</ul><p>{html.escape(notes[-1])}</p>
 {_posthoc_section(res)}<h2>Trials</h2>{_html_table(trials)}
 <h2>Figures</h2>{''.join(_img(f) for f in figures)}
 <h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
+
+
+def _notes_heading(record: dict) -> str:
+    return "Hyperparameter importance" if record["spec"].get("space") else "Trends along ordered axes"
 
 
 def _posthoc_section(res: ExperimentResults) -> str:
@@ -163,7 +168,8 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     table = make_table()
     tested = [c for c in columns if c in TESTED]
     fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
-    notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else ""), *trend_lines(fits)]
+    search_figures, search_notes = search_section(res, out)  # sampled searches: importance, parallel coordinates
+    notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else ""), *trend_lines(fits), *search_notes]
     timing = time_split(res.frame)
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
@@ -186,7 +192,7 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     if "html" in formats:
         html_table = make_table(lambda s: f"<strong>{html.escape(s)}</strong>")
         html_table = html_table.map(lambda v: v if str(v).startswith("<strong>") else html.escape(str(v)))
-        figures = _figures(res, rows, stats_df, fits, out)
+        figures = search_figures + _figures(res, rows, stats_df, fits, out)
         (out / "report.html").write_text(_html(res, html_table, trials, figures, [*notes, timing]))
     (out / "report.json").write_text(json.dumps({"partial": res.partial, "rows": rows, "baseline": baseline}))
     return out / "report.html"

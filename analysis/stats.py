@@ -92,7 +92,10 @@ def numeric_axis(values: Sequence) -> list[float] | None:
     out = []
     for v in values:
         if isinstance(v, str) and v.startswith("["):
-            v = [float(x) for x in v.strip("[]").split(",")] if v.strip("[]") else v
+            try:
+                v = [float(x) for x in v.strip("[]").split(",")] if v.strip("[]") else v
+            except ValueError:  # a list of names ("[semseg]"): not an ordered axis
+                return None
         if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
             v = v[0]
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):

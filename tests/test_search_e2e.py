@@ -123,6 +123,18 @@ metric: depth_silog
     assert "stopped early at epoch 1" in statuses  # ASHA halved the field at the first rung
     stopped = df[df["status"] == "stopped early at epoch 1"]
     assert (stopped["epochs_run"] == 1).all()
+    # the report of a sampled search: importance (Optuna's evaluator), parallel coordinates, best-so-far with stops
+    from analysis.report import build_report
+
+    out = tmp_path / "report"
+    build_report(str(tmp_path / "results" / "optuna_e2e"), str(out), formats=("md", "html"))
+    importance = pd.read_csv(out / "importance.csv").set_index("key")["importance"]
+    assert set(importance.index) == {"lr", "depth_loss"} and importance.sum() == pytest.approx(1.0)
+    assert "Hyperparameter importance (PED-ANOVA via Optuna, on " in (out / "table.md").read_text()
+    assert "at epoch 1 (ASHA's first rung" in (out / "table.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "parallel_coordinates.png" in html or html.count("<img") >= 2
+    assert (out / "parallel_coordinates.png").stat().st_size > 10_000 and (out / "best_so_far.png").is_file()
 
 
 def test_sigint_then_resume_finishes_without_rerunning(ray_local, tmp_path):

@@ -1,0 +1,161 @@
+"""What a sampled search's report adds (a spec with `space:`, random or Optuna), as W&B Sweeps and
+optuna-dashboard show it: a parallel-coordinates plot of the sampled keys against the metric, hyperparameter
+importance from Optuna's own evaluators, and the best-so-far curve against trial-epochs with ASHA's stops marked.
+
+Importance is computed on the finished trials whether or not Optuna drove the search: they are added to an
+in-memory Optuna study with the spec's distributions. Under ASHA every trial is compared at the first rung (the
+grace period), the budget all of them reached; without a scheduler at its final epoch. The evaluator is fANOVA
+when scikit-learn is installed, PED-ANOVA (Watanabe et al. 2023, no extra dependency) otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from analysis.results import ExperimentResults
+
+
+def distributions(space: dict) -> dict:
+    """The spec's `space:` as Optuna distributions."""
+    out = {}
+    for key, sampler in space.items():
+        kind, args = next(iter(sampler.items()))
+        if kind == "choice":
+            out[key] = CategoricalDistribution([a if not isinstance(a, list) else str(a) for a in args])
+        elif kind == "randint":
+            out[key] = IntDistribution(int(args[0]), int(args[1]) - 1)  # Tune's upper bound is exclusive
+        else:
+            out[key] = FloatDistribution(float(args[0]), float(args[1]), log=kind == "loguniform",
+                                         step=float(args[2]) if kind == "quniform" else None)
+    return out
+
+
+def search_points(res: ExperimentResults) -> tuple[pd.DataFrame, str]:
+    """One row per trial: the sampled values and the metric at a common budget; and that budget in words."""
+    spec, metric = res.record["spec"], res.metric
+    epoch = (spec.get("scheduler") or {}).get("grace_period") if res.record.get("scheduler") == "asha" else None
+    rows = []
+    for _, t in res.frame.iterrows():
+        history = res.histories.get(t["trial_id"])
+        if epoch is not None and history is not None and "epoch" in history:
+            at = history[pd.to_numeric(history["epoch"], errors="coerce") == epoch]
+            value = float(at[metric].iloc[0]) if len(at) else math.nan
+        else:
+            value = float(t[metric]) if t["status"] == "completed" else math.nan
+        rows.append({**{k: t.get(f"config/{k}") for k in spec["space"]}, "value": value, "trial_id": t["trial_id"]})
+    points = pd.DataFrame(rows).dropna(subset=["value"])
+    return points, (f"epoch {epoch} (ASHA's first rung, reached by every trial)" if epoch else "the final epoch")
+
+
+def _param(value, dist):
+    """A config value as the distribution holds it (parquet may have turned a choice into its text)."""
+    if isinstance(dist, CategoricalDistribution):
+        return next((c for c in dist.choices if str(c) == str(value)), value)
+    return int(value) if isinstance(dist, IntDistribution) else float(value)
+
+
+def importance(points: pd.DataFrame, space: dict, mode: str) -> tuple[pd.Series, str]:
+    """Importance per sampled key (sums to 1) from Optuna's evaluator, and the evaluator's name."""
+    dists = distributions(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for _, p in points.iterrows():
+        params = {k: _param(p[k], d) for k, d in dists.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(p["value"])))
+    if importlib.util.find_spec("sklearn"):
+        evaluator, name = optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
+    else:  # the top quantile needs a few trials in it
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=max(0.1, 2 / len(points)))
+        name = "PED-ANOVA"
+    scores = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    return pd.Series(scores, dtype=float), name
+
+
+def _axis(values: pd.Series, dist) -> np.ndarray:
+    """A key's values on [0, 1]: log scale for log distributions, evenly spaced categories."""
+    if isinstance(dist, CategoricalDistribution):
+        index = {str(c): i for i, c in enumerate(dist.choices)}
+        return np.array([index.get(str(v), 0) for v in values]) / max(len(dist.choices) - 1, 1)
+    low, high, x = float(dist.low), float(dist.high), values.astype(float).to_numpy()
+    if getattr(dist, "log", False):
+        low, high, x = math.log10(low), math.log10(high), np.log10(x)
+    return (x - low) / (high - low if high > low else 1.0)
+
+
+def parallel_coordinates(points: pd.DataFrame, space: dict, metric: str, budget: str, path: Path) -> Path:
+    dists = distributions(space)
+    keys = list(dists)
+    values = points["value"].to_numpy(dtype=float)
+    span = (values.max() - values.min()) or 1.0
+    cols = [_axis(points[k], dists[k]) for k in keys] + [(values - values.min()) / span]
+    fig, ax = plt.subplots(figsize=(2.0 * (len(keys) + 1) + 1, 4))
+    cmap = plt.get_cmap("viridis")
+    for i in np.argsort(values):  # the best drawn last, on top
+        ax.plot(range(len(cols)), [c[i] for c in cols], color=cmap((values[i] - values.min()) / span), alpha=0.8)
+    labels = [f"{k}\n({'log ' if getattr(dists[k], 'log', False) else ''}"
+              f"{'/'.join(map(str, dists[k].choices)) if isinstance(dists[k], CategoricalDistribution) else ''}"
+              f"{'' if isinstance(dists[k], CategoricalDistribution) else f'{dists[k].low:g}..{dists[k].high:g}'})"
+              for k in keys] + [f"{metric}\n({values.min():.2f}..{values.max():.2f})"]
+    ax.set_xticks(range(len(cols)), labels)
+    ax.set_yticks([])
+    ax.set_title(f"Sampled keys against {metric} at {budget} ({len(values)} trials)")
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(values.min(), values.max())), ax=ax,
+                 label=metric)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def best_so_far(res: ExperimentResults, path: Path) -> Path | None:
+    """The best metric reported so far against trial-epochs spent (every trial's epochs in time order)."""
+    parts = [h.assign(trial_id=tid) for tid, h in res.histories.items()
+             if h is not None and "timestamp" in h and res.metric in h]
+    if not parts:
+        return None
+    epochs = pd.concat(parts).sort_values(["timestamp", "training_iteration"]).reset_index(drop=True)
+    values = pd.to_numeric(epochs[res.metric], errors="coerce")
+    best = values.cummax() if res.mode == "max" else values.cummin()
+    stopped = set(res.frame.loc[res.frame["status"].astype(str).str.startswith("stopped early"), "trial_id"])
+    last = epochs.groupby("trial_id").tail(1)
+    stops = last[last["trial_id"].isin(stopped)].index + 1
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.step(np.arange(1, len(best) + 1), best, where="post", label=f"best {res.metric} so far")
+    ax.scatter(np.arange(1, len(values) + 1), values, s=8, color="grey", alpha=0.5, label="an epoch's result")
+    if len(stops):
+        ax.scatter(stops, values.iloc[stops - 1], marker="x", color="crimson", label=f"ASHA stop ({len(stops)})")
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel(res.metric)
+    ax.legend(loc="lower right" if res.mode == "max" else "upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def search_section(res: ExperimentResults, out: Path) -> tuple[list[Path], list[str]]:
+    """Figures and note lines for a sampled search; nothing for an ablation matrix."""
+    space = res.record["spec"].get("space")
+    if not space:
+        return [], []
+    points, budget = search_points(res)
+    figures = [f for f in [best_so_far(res, out / "best_so_far.png")] if f]
+    if len(points) < 3:
+        return figures, [f"Hyperparameter importance: only {len(points)} trial(s) reached {budget}; need 3."]
+    scores, evaluator = importance(points, space, res.mode)
+    scores.rename("importance").to_csv(out / "importance.csv", index_label="key")
+    figures.insert(0, parallel_coordinates(points, space, res.metric, budget, out / "parallel_coordinates.png"))
+    ranked = ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
+    return figures, [f"Hyperparameter importance ({evaluator} via Optuna, on {len(points)} trials at {budget}): "
+                     f"{ranked}."]
