@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.asha_study import asha_study, study_markdown
 from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
-from analysis.stats import ALPHA, compare, holm
+from analysis.stats import ALPHA, axis_trends, compare, holm
 
 NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
 
@@ -34,6 +34,7 @@ class Finding:
     expect: int = 1  # the sign of Δ multitask the course saw; 0: "no difference"
     kind: str = "effect"  # effect | same | diverges | posthoc
     blocked: str | None = None  # why it cannot run here
+    trend_axis: str | None = None  # test the slope along this ablated axis (all rows) instead of one pair
 
 
 FINDINGS = (
@@ -43,7 +44,7 @@ FINDINGS = (
     Finding("Bigger batch × epochs is better (37.8 → 48.2)", "batch_epochs", "batch_size=16, epochs=64",
             "batch_size=4, epochs=16"),
     Finding("Task weights are flat (differences ~1 point; best near 0.6 / 0.4)", "task_weights",
-            "seg 0.8 / depth 0.2", "seg 0.2 / depth 0.8", expect=0, kind="same"),
+            "seg 0.8 / depth 0.2", "seg 0.2 / depth 0.8", expect=0, kind="same", trend_axis="loss_weights"),
     Finding("ImageNet pretraining: +4 multitask", "pretrained_dilation", "ImageNet-pretrained", "from scratch",
             blocked=NOT_OFFLINE),
     Finding("Dilation (F, F, T): +11 multitask", "pretrained_dilation", "pretrained + dilation (F, F, T)",
@@ -84,6 +85,10 @@ def measure(f: Finding, exp: SavedExperiment | None) -> dict:
         c = compare(_by_seed(mine, metric), _by_seed(base, metric)) if len(mine) and len(base) else {}
         prefix = "" if metric == "multitask" else f"{metric}_"
         row.update({f"{prefix}{k}": v for k, v in c.items()})
+    if f.trend_axis:  # the row's test is the OLS slope over every row and seed (seed blocks)
+        fit = axis_trends(exp.frame, [f.trend_axis], ["multitask"]).iloc[0]
+        row.update({"trend": f"slope per unit of {fit['axis']}", "delta": fit["slope"], "delta_ci_low": fit["ci_low"],
+                    "delta_ci_high": fit["ci_high"], "p_value": fit["p_value"], "n_trend": int(fit["n"])})
     if f.kind == "diverges":
         trials = exp.frame[exp.frame["variant"] == f.variant]
         row["diverged"] = int((trials["status"] == "diverged").sum())
@@ -136,7 +141,8 @@ def _p(r: dict) -> str:
 
 
 def _extra(r: dict) -> str:
-    parts = []
+    parts = [f"Δ multitask is the {r['trend']} (OLS over {int(r['n_trend'])} trials, seed blocks)"] \
+        if isinstance(r.get("trend"), str) else []
     if "diverged" in r and np.isfinite(r.get("diverged", math.nan)):
         parts.append(f"{int(r['diverged'])}/{int(r['trials'])} diverged")
     if np.isfinite(r.get("parameters_ratio", math.nan)):
