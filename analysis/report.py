@@ -22,6 +22,7 @@ import yaml
 
 from analysis import plots
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
+from analysis.experiments import read_saved
 from analysis.results import RESULTS_FILE, ExperimentResults, load_results
 from analysis.search_plots import search_section
 from analysis.stats import axis_trends
@@ -47,7 +48,10 @@ def delta_m_for(res: ExperimentResults) -> tuple[pd.DataFrame, str | None]:
     reference, source = single_task_reference(res.frame), "this experiment"
     target = res.record["spec"]["report"].get("single_task")
     if set(reference) != set(TASK_METRICS) and target:
-        reference, source = single_task_reference(load_results(target).frame), target
+        try:  # its saved results suffice (a docs/findings/ copy too)
+            reference, source = single_task_reference(read_saved(target).frame), target
+        except (OSError, ValueError) as e:
+            return pd.DataFrame(), f"No Δm: the single-task reference {target} could not be read ({e})."
     dm = delta_m(res.frame, reference)
     return (dm, delta_m_note(reference, source, dm)) if not dm.empty else (dm, None)
 

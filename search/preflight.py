@@ -164,6 +164,10 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
         raise SpecError("--wandb online needs WANDB_API_KEY in the environment (it is never written anywhere)")
     check_data(exp)
     ensure_weights(exp, args.argv)
+    reference = exp.spec.report.single_task
+    if reference and "://" not in reference and not (Path(reference) / "results.parquet").is_file():
+        print(f"warning: {exp.path}: key 'report.single_task': {reference} has no results.parquet yet (run "
+              "ablations/single_task.yaml there); the report will have no Δm column until it has", flush=True)
     storage = open_storage(args.storage)
     if storage.is_s3:
         from search.s3check import check_storage  # boto3 is only imported when it is needed

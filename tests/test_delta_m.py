@@ -91,3 +91,13 @@ def test_report_gains_delta_m_from_its_own_and_from_a_reference_experiment(singl
     dm2, note = delta_m_for(res2)
     assert dm2.set_index("variant").loc["multi-task", "mean"] == pytest.approx(sum(expected) / 2)
     assert single_task_experiment in note
+
+
+def test_a_missing_reference_experiment_is_a_note_not_a_crash(tmp_path):
+    from analysis.report import delta_m_for
+    from analysis.results import ExperimentResults
+
+    frame = _frame(ROWS[:2])
+    record = {"spec": {"report": {"single_task": str(tmp_path / "single_task")}}}
+    dm, note = delta_m_for(ExperimentResults(uri=str(tmp_path), record=record, frame=frame))
+    assert dm.empty and note.startswith(f"No Δm: the single-task reference {tmp_path / 'single_task'} could not")
