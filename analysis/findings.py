@@ -1,6 +1,7 @@
 """The course's findings, checked against our experiments: docs/findings.md.
 
     python -m analysis.findings EXPERIMENT_DIR... [--out docs/findings.md] [--copy docs/findings]
+                                [--intro FILE] [--outro FILE]
 
 Each EXPERIMENT_DIR (local or s3://) needs only its saved artifacts (`analysis.experiments`), so the folders
 under docs/findings/ rebuild the page as well as the original runs do. One row per course finding: the course's
@@ -169,7 +170,7 @@ def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
     return "\n".join(lines)
 
 
-def build_page(uris: list[str], intro: str = "") -> str:
+def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     experiments = {}
     for uri in uris:
         exp = read_saved(uri)
@@ -183,7 +184,7 @@ def build_page(uris: list[str], intro: str = "") -> str:
              "## Runs", runs_markdown(experiments)]
     if study is not None:
         parts += ["## ASHA efficiency study", study_markdown(study)]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join([*parts, *([outro] if outro else [])]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,13 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("experiments", nargs="+", help="experiment folders (local or s3://), e.g. docs/findings/*")
     p.add_argument("--out", default="docs/findings.md", help="the page to write")
     p.add_argument("--intro", help="a Markdown file placed above the tables (setup, explanations)")
+    p.add_argument("--outro", help="a Markdown file placed below them (explanations of the verdicts)")
     p.add_argument("--copy", metavar="DIR", help="also copy each experiment's small artifacts into DIR/<name>/")
     a = p.parse_args(argv)
     if a.copy:
         for uri in a.experiments:
             print(f"copied: {copy_artifacts(uri, a.copy)}")
-    intro = Path(a.intro).read_text().strip() if a.intro else ""
-    Path(a.out).write_text(build_page(a.experiments, intro))
+    intro, outro = (Path(f).read_text().strip() if f else "" for f in (a.intro, a.outro))
+    Path(a.out).write_text(build_page(a.experiments, intro, outro))
     print(f"findings: {a.out}")
 
 
