@@ -78,6 +78,19 @@ def test_report_reads_back_from_s3(experiment, tmp_path):
     assert "balanced (baseline)" in table and "depth heavy" in table
 
 
+def test_findings_read_and_copy_an_s3_experiment(s3, experiment, tmp_path):
+    from analysis.experiments import copy_artifacts, read_saved
+    from analysis.findings import main as findings_main
+
+    uri, _ = experiment
+    saved = read_saved(uri)
+    assert saved.name == "s3_e2e" and len(saved.frame) == 2 and saved.record.get("wall_s", 0) > 0
+    local = copy_artifacts(uri, tmp_path / "docs")
+    assert sorted(p.name for p in local.iterdir()) == ["mtl_experiment.json", "results.parquet"]  # no checkpoints
+    findings_main([uri, "--out", str(tmp_path / "findings.md")])
+    assert "| s3_e2e | 2 | 1 |" in (tmp_path / "findings.md").read_text()
+
+
 def test_archive_uploads_multipart_and_downloads_byte_identical(s3, experiment, tmp_path):
     uri, _ = experiment
     record = export_best(uri, to=f"s3://{BUCKET}/archives", out=str(tmp_path / "local"))
