@@ -34,7 +34,8 @@ def trial_table(exp: Experiment) -> str:
     return text
 
 
-_SHAPE = ("architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels", "batch_size", "crop_size")
+_SHAPE = ("architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels", "batch_size", "crop_size",
+          "tasks")
 
 
 def probe_throughput(cfg: TrialConfig, steps: int = 2) -> tuple[float, float]:
@@ -53,7 +54,7 @@ def _probe(shape: tuple, steps: int) -> tuple[float, float]:
     cfg = TrialConfig(**dict(shape))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(cfg).to(device)
-    weighting = TaskWeighting("fixed", (0.5, 0.5)).to(device)
+    weighting = TaskWeighting("fixed", (0.5, 0.5), tasks=cfg.tasks).to(device)
     opt = build_optimizer(cfg, model)
     rt = Runtime(device, DepthUnit("standardized", 50.0, 50.0))
     b, (h, w) = cfg.batch_size, cfg.crop
