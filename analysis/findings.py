@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.asha_study import asha_study, study_markdown
+from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
 from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
 from analysis.stats import ALPHA, axis_trends, compare, holm
 
@@ -170,6 +171,22 @@ def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
     return "\n".join(lines)
 
 
+def delta_m_section(experiments: dict[str, SavedExperiment]) -> list[str]:
+    """Δm of every multi-task row of an experiment that has single-task rows (ablations/single_task.yaml)."""
+    out = []
+    for name, exp in sorted(experiments.items()):
+        reference = single_task_reference(exp.frame)
+        dm = delta_m(exp.frame, reference)
+        if dm.empty:
+            continue
+        rows = [{"Experiment": name, "Multi-task row": r["variant"], "n": int(r["n"]),
+                 "Δm % [95 % CI]": delta_m_text(r),
+                 **{f"{t} single-task": f"{v.mean():.2f} ({TASK_METRICS[t][0]})" for t, (_, v) in reference.items()}}
+                for _, r in dm.iterrows()]
+        out += [pd.DataFrame(rows).to_markdown(index=False), delta_m_note(reference, name, dm)]
+    return ["## Multi-task against single-task baselines (Δm)", *out] if out else []
+
+
 def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     experiments = {}
     for uri in uris:
@@ -182,6 +199,7 @@ def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
              "t-test, raw (Holm–Bonferroni-adjusted across this table's rows). A verdict needs the adjusted p < 0.05; "
              "'unresolved' gives the seeds that would reach 80 % power at the observed effect.",
              "## Runs", runs_markdown(experiments)]
+    parts += delta_m_section(experiments)
     if study is not None:
         parts += ["## ASHA efficiency study", study_markdown(study)]
     return "\n\n".join([*parts, *([outro] if outro else [])]) + "\n"

@@ -92,3 +92,17 @@ def test_cli_rebuilds_the_page_from_saved_folders_and_copies_them(tmp_path):
     assert again.read_text() == page
     with pytest.raises(FileNotFoundError, match=r"needs mtl_experiment\.json"):
         read_saved(str(tmp_path / "nowhere"))
+
+
+def test_the_page_gains_delta_m_for_an_experiment_with_single_task_rows():
+    from analysis.findings import delta_m_section
+
+    frame = _frame({"multi-task": [15.0, 16.0], "semseg only": [0.0, 0.0], "depth only": [14.0, 15.0]})
+    frame["config/tasks"] = frame["variant"].map({"multi-task": "[semseg, depth]", "semseg only": "[semseg]",
+                                                  "depth only": "[depth]"})
+    frame.loc[frame["variant"] == "semseg only", "semseg_miou"] = 24.0
+    section = "\n".join(delta_m_section({"single_task": SavedExperiment("single_task", _record("single_task"),
+                                                                        frame, None)}))
+    assert section.startswith("## Multi-task against single-task baselines (Δm)")
+    assert "| single_task  | multi-task " in section and "Maninis et al. 2019" in section
+    assert delta_m_section({"x": _exp("x", {"a": [1.0, 2.0]})}) == []
