@@ -108,7 +108,7 @@ def verdict(f: Finding, r: dict) -> str:
     if f.kind == "diverges":
         failed = max(r["diverged"], r["zero"])
         return "reproduced" if failed == r["trials"] else \
-            f"contradicted ({r['trials'] - failed}/{r['trials']} seeds trained)"
+            f"contradicted ({int(r['trials'] - failed)}/{int(r['trials'])} seeds trained)"
     p, delta = r.get("p_holm", math.nan), r.get("delta", math.nan)
     if not np.isfinite(p):
         return "unresolved (fewer than 2 seeds on a side)"
@@ -143,7 +143,8 @@ def _p(r: dict) -> str:
 
 
 def _extra(r: dict) -> str:
-    parts = [f"Δ multitask is the {r['trend']} (OLS over {int(r['n_trend'])} trials, seed blocks)"] \
+    parts = [f"Δ multitask is the {r['trend']} (OLS over {int(r['n_trend'])} trials, seed blocks); Δ mIoU and "
+             "Δ SI-log compare the two rows named"] \
         if isinstance(r.get("trend"), str) else []
     if "diverged" in r and np.isfinite(r.get("diverged", math.nan)):
         parts.append(f"{int(r['diverged'])}/{int(r['trials'])} diverged")
