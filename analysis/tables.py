@@ -97,7 +97,9 @@ def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=
 
 def stats_footnote(stats_df: pd.DataFrame) -> str:
     """The footnote: which test each Δ used, and the correction."""
-    used = sorted(t for t in stats_df.get("test", pd.Series(dtype=object)).dropna().unique() if isinstance(t, str))
+    tested = stats_df[np.isfinite(pd.to_numeric(stats_df["p_value"], errors="coerce"))] \
+        if "p_value" in stats_df else stats_df.iloc[0:0]  # a test that could not run (no values) says nothing
+    used = sorted(t for t in tested.get("test", pd.Series(dtype=object)).dropna().unique() if isinstance(t, str))
     if not used:
         return "No Δ could be tested (fewer than 2 completed seeds on a side)."
     names = {"paired t": "paired t-test on per-seed differences (every seed present on both sides)",
