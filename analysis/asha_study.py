@@ -74,7 +74,8 @@ def _study(grid: SavedExperiment, ashas: list[SavedExperiment]) -> pd.DataFrame:
                      "grid_mean": float(gmeans.get(picked, math.nan)), "p_vs_grid_best": p,
                      "within_noise": bool(np.isfinite(p) and p >= ALPHA),
                      "stopped_early": int(frame["status"].astype(str).str.startswith("stopped early").sum()),
-                     "wall_min": (exp.record.get("wall_s") or math.nan) / 60})
+                     "wall_min": (exp.record.get("wall_s") or math.nan) / 60,
+                     "wall_seeds": len(exp.record.get("seeds", []))})
     return pd.DataFrame(rows)
 
 
@@ -85,7 +86,8 @@ def study_markdown(study: pd.DataFrame) -> str:
         "% of grid": study["share_of_grid"].map("{:.0%}".format), "Row picked": study["picked"],
         "Rank in grid": study["grid_rank"], "Grid mean of that row": study["grid_mean"].map("{:.2f}".format),
         "p vs grid's best (paired)": study["p_vs_grid_best"].map(lambda p: "same row" if p == 1.0 else f"{p:.2g}"),
-        "Wall (min)": study["wall_min"].map(lambda m: f"{m:.1f}" if np.isfinite(m) else "—")})
+        "Wall (min)": [f"{m:.1f} ({n} seeds)" if np.isfinite(m) else "—"
+                       for m, n in zip(study["wall_min"], study["wall_seeds"], strict=True)]})
     goal = [f"- {r['run']}: {'meets' if r['within_noise'] and r['share_of_grid'] <= GOAL else 'misses'} the goal "
             f"(the grid's best row or one within noise, at ≤ {GOAL:.0%} of the grid's trial-epochs): "
             f"{r['share_of_grid']:.0%}, rank {r['grid_rank']}, "
