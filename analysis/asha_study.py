@@ -36,7 +36,8 @@ def _scheduler_label(exp: SavedExperiment) -> str:
     if exp.record.get("scheduler") != "asha":
         return exp.record.get("scheduler") or "none"
     label = "seed-aware ASHA" if sched.get("seed_aware", True) and len(exp.record["seeds"]) > 1 else "ASHA"
-    return f"{label} (grace {sched.get('grace_period')}, η={sched.get('reduction_factor'):g})"
+    ranked = exp.record.get("scheduler_metric") or exp.record["metric"]  # records before it ranked on the metric
+    return f"{label} (grace {sched.get('grace_period')}, η={sched.get('reduction_factor'):g}, on {ranked})"
 
 
 def asha_study(experiments: list[SavedExperiment]) -> pd.DataFrame | None:

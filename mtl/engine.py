@@ -13,7 +13,7 @@ from torch import nn
 
 from mtl.data.depth_units import DepthUnit
 from mtl.losses import TASKS, TaskWeighting, task_losses
-from mtl.metrics import ConfusionMatrix, DepthMetrics, multitask_score
+from mtl.metrics import ConfusionMatrix, DepthMetrics, multitask_score, multitask_unclipped
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 
@@ -153,6 +153,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, tta: str = "off") -> dict[st
     if "depth" not in tasks:  # a semseg-only model: no depth metric exists (not 0)
         metrics.update({k: float("nan") for k in metrics if k.startswith("depth_")})
     metrics["multitask"] = multitask_score(metrics["semseg_miou"], metrics["depth_silog"])
+    metrics["multitask_raw"] = multitask_unclipped(metrics["semseg_miou"], metrics["depth_silog"])
     if "semseg" in tasks:
         metrics.update({"iou_" + name.replace(" ", "_"): v for name, v in conf.per_class().items()})
     metrics["eval_img_per_s"] = images / max(seconds, 1e-9)

@@ -74,6 +74,13 @@ def si_log_rmse(pred_m: torch.Tensor, target_m: torch.Tensor) -> float:
     return float(si_log_rmse_per_image(pred_m, target_m).mean())
 
 
+def multitask_unclipped(miou_value: float, silog_value: float) -> float:
+    """mIoU - SI-logRMSE: the multitask score without its floors (equal to it up to a constant once mIoU > 50 and
+    SI-log < 50). Early in training, and at CPU scale throughout, both floors hold and multitask is 0 for every
+    model; this stays informative, so early stopping ranks on it (`multitask_raw`)."""
+    return miou_value - silog_value
+
+
 def multitask_score(miou_value: float, silog_value: float) -> float:
     """NaN when a task is missing (a single-task model): the score is defined for both tasks only."""
     if math.isnan(miou_value) or math.isnan(silog_value):

@@ -13,7 +13,7 @@ from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
-from search.spec import SpecError, scheduler_flag
+from search.spec import SpecError, check_metric, scheduler_flag
 from search.trials import Experiment, check_grace_period, load_experiment
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -60,6 +60,8 @@ def _experiment(args: argparse.Namespace) -> Experiment:
         exp = dataclasses.replace(exp, seeds=tuple(range(first, first + args.seeds)))
     if args.scheduler:
         block = scheduler_flag(args.scheduler, exp.spec.scheduler)
+        if block.metric is not None:
+            check_metric(block.metric, "metric", "--scheduler")
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"scheduler": block}), scheduler=block.type)
         check_grace_period(exp)
     return exp

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from mtl.config import TrialConfig
+from search.spec import rank_metric
 from search.trials import Experiment
 
 EXIT_BAD_INPUT = 2
@@ -21,7 +22,9 @@ def experiment_record(exp: Experiment) -> str:
         "name": exp.name, "spec_path": exp.path, "spec": exp.spec.model_dump(mode="json"), "profile": exp.profile,
         "defaults": exp.defaults, "set": exp.sets, "rows": [dataclasses.asdict(r) for r in exp.rows],
         "seeds": list(exp.seeds), "ablated": list(exp.ablated), "metric": exp.metric, "mode": exp.mode,
-        "algorithm": exp.algorithm, "scheduler": exp.scheduler, "baseline": exp.baseline.name,
+        "algorithm": exp.algorithm, "scheduler": exp.scheduler,
+        "scheduler_metric": rank_metric(exp.metric, exp.mode, exp.spec.scheduler)[0] if exp.scheduler != "none"
+        else None, "baseline": exp.baseline.name,
         "trial_count": exp.trial_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "argv": [Path(sys.argv[0]).name, *(sys.argv[1:])], "trial_config_fields": list(TrialConfig.model_fields),
     }

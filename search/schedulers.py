@@ -17,7 +17,20 @@ from collections import defaultdict
 
 import numpy as np
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+
+class RankedASHAScheduler(ASHAScheduler):
+    """Ray's ASHA, ranking trials on its own metric (e.g. `multitask_raw`) while Tune's TuneConfig keeps the
+    experiment's (e.g. `multitask`, for checkpoints and the best result); Ray would refuse both set at once."""
+
+    def __init__(self, metric: str, mode: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._rank = (metric, mode)
+        super().set_search_properties(metric, mode)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        return True  # keep the ranking metric; the experiment's metric is Tune's business
 
 
 class SeedAwareASHAScheduler(FIFOScheduler):
@@ -39,8 +52,7 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         self.trial_epochs = 0
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
-        if (self._metric and metric) or (self._mode and mode):
-            return False
+        # a metric given at construction is the ranking metric and stays (Tune's own may differ)
         self._metric, self._mode = self._metric or metric, self._mode or mode
         return True
 
@@ -81,5 +93,5 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         return None
 
     def debug_string(self) -> str:
-        return (f"SeedAwareASHA: rungs {self.rungs}, {len(self.stopped_rows)} row(s) stopped "
+        return (f"SeedAwareASHA on {self._metric}: rungs {self.rungs}, {len(self.stopped_rows)} row(s) stopped "
                 f"({', '.join(f'{r} at {t:g}' for r, t in self.stopped_rows.items()) or 'none'})")

@@ -34,8 +34,8 @@ class SpecError(ValueError):
     """A malformed experiment spec. The message names the file and the key."""
 
 
-REPORTED_METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1",
-                    "train_loss", "train_semseg_loss", "train_depth_loss")
+REPORTED_METRICS = ("multitask", "multitask_raw", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse",
+                    "depth_delta1", "train_loss", "train_semseg_loss", "train_depth_loss")
 LOWER_IS_BETTER = ("depth_silog", "depth_abs_rel", "depth_rmse", "train_loss", "train_semseg_loss", "train_depth_loss")
 SAMPLERS = ("loguniform", "uniform", "quniform", "randint", "choice")
 
@@ -56,6 +56,9 @@ class SchedulerBlock(_Strict):
     reduction_factor: float = Field(3.0, gt=1)
     # asha with seeds: stop or promote a row on its seeds' mean (search/schedulers.py); false: trial by trial
     seed_aware: bool = True
+    # what ASHA ranks trials on at a rung; default: multitask_raw when the experiment's metric is multitask (the
+    # clipped score is 0 for every young model, so ASHA could not tell them apart), else the experiment's metric
+    metric: str | None = None
 
 
 def scheduler_flag(text: str, current: SchedulerBlock) -> SchedulerBlock:
@@ -192,10 +195,22 @@ def check_trial_keys(path: Path, where: str, keys) -> None:
 
 
 def metric_mode(spec: Spec, path: Path) -> str:
-    metric = spec.metric
+    check_metric(spec.metric, "metric", path)
+    if spec.scheduler.metric is not None:
+        check_metric(spec.scheduler.metric, "scheduler.metric", path)
+    return spec.mode or ("min" if spec.metric in LOWER_IS_BETTER else "max")
+
+
+def check_metric(metric: str, key: str, path: Path | str) -> None:
     if metric not in REPORTED_METRICS and not metric.startswith("iou_"):
         near = difflib.get_close_matches(metric, REPORTED_METRICS, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise SpecError(f"{path}: key 'metric': {metric!r} is not a reported metric{hint}; "
+        raise SpecError(f"{path}: key {key!r}: {metric!r} is not a reported metric{hint}; "
                         f"allowed: {', '.join(REPORTED_METRICS)}, iou_<class>")
-    return spec.mode or ("min" if metric in LOWER_IS_BETTER else "max")
+
+
+def rank_metric(metric: str, mode: str, block: SchedulerBlock) -> tuple[str, str]:
+    """What a scheduler ranks trials on, and in which direction (see SchedulerBlock.metric)."""
+    if block.metric is None:
+        return ("multitask_raw", "max") if metric == "multitask" else (metric, mode)
+    return block.metric, "min" if block.metric in LOWER_IS_BETTER else "max"

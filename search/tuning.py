@@ -8,12 +8,13 @@ from typing import Any
 
 from ray import tune
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from mtl.config import TrialConfig
-from search.schedulers import SeedAwareASHAScheduler
+from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
+from search.spec import rank_metric
 from search.trainable import run_trial
 from search.trials import Experiment
 
@@ -48,13 +49,14 @@ def max_epochs(exp: Experiment) -> int:
 def scheduler(exp: Experiment) -> TrialScheduler:
     s = exp.spec.scheduler
     # sampled trials are rows of one; seed_aware: false asks for Ray's per-trial ASHA
+    metric, mode = rank_metric(exp.metric, exp.mode, s)
     if exp.scheduler == "asha" and s.seed_aware and len(exp.seeds) > 1 and not exp.space:
         # rows replicated over seeds: promote or stop a row on its seed mean (search/schedulers.py)
         return SeedAwareASHAScheduler(seeds=len(exp.seeds), max_t=max_epochs(exp), grace_period=s.grace_period,
-                                      reduction_factor=s.reduction_factor)
+                                      reduction_factor=s.reduction_factor, metric=metric, mode=mode)
     if exp.scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(exp), grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor)
+        return RankedASHAScheduler(metric, mode, time_attr="training_iteration", max_t=max_epochs(exp),
+                                   grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     if exp.scheduler == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period)
     return FIFOScheduler()

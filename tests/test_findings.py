@@ -70,7 +70,7 @@ def test_asha_study_counts_epochs_on_the_asha_seeds_and_ranks_the_pick():
     assert list(study["run"]) == ["grid", "asha"]
     assert study.loc[0, "trial_epochs"] == 48 and study.loc[1, "trial_epochs"] == 20  # grid on seeds 0, 1 only
     assert study.loc[1, "picked"] == "b" and study.loc[1, "grid_rank"] == 2 and study.loc[1, "within_noise"]
-    assert study.loc[1, "scheduler"] == "ASHA (grace 1, η=3)" and study.loc[1, "stopped_early"] == 4
+    assert study.loc[1, "scheduler"] == "ASHA (grace 1, η=3, on multitask)" and study.loc[1, "stopped_early"] == 4
 
 
 def test_cli_rebuilds_the_page_from_saved_folders_and_copies_them(tmp_path):

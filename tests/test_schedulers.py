@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import TrialScheduler
 
-from search.schedulers import SeedAwareASHAScheduler
+from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
 
 QUALITY = {"best": 3.0, "good": 2.0, "poor": 1.0, "worst": 0.5}
 
@@ -71,18 +71,23 @@ def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
 
 
 def test_scheduler_flag_swaps_the_spec_scheduler_before_ray_starts(capsys):
-    from ray.tune.schedulers import ASHAScheduler
-
     from search import tuning
     from search.cli import _experiment, parse_args
     from search.cli import main as run_search
 
     spec = "ablations/optimizer_lr.yaml"
     per_trial = _experiment(parse_args([spec, "--seeds", "2", "--scheduler", "asha,grace_period=1,seed_aware=false"]))
-    assert per_trial.spec.scheduler.grace_period == 1 and type(tuning.scheduler(per_trial)) is ASHAScheduler
+    ray_asha = tuning.scheduler(per_trial)
+    assert per_trial.spec.scheduler.grace_period == 1 and isinstance(ray_asha, RankedASHAScheduler)
+    # multitask is 0 for every young model: ASHA ranks on the unclipped score; Tune's metric is untouched
+    assert (ray_asha._metric, ray_asha._mode) == ("multitask_raw", "max")
+    assert ray_asha.set_search_properties("multitask", "max") and ray_asha._metric == "multitask_raw"
+    own = _experiment(parse_args([spec, "--seeds", "2", "--scheduler", "asha,metric=depth_silog"]))
+    assert (tuning.scheduler(own)._metric, tuning.scheduler(own)._mode) == ("depth_silog", "min")
     per_row = _experiment(parse_args([spec, "--seeds", "2", "--scheduler", "asha,grace_period=1"]))
     assert isinstance(tuning.scheduler(per_row), SeedAwareASHAScheduler)
     for bad, message in (("fast", "key 'type': allowed: 'none', 'asha' or 'median'"),
-                         ("asha,grace=1", "key 'grace'"), ("asha,1", "expected TYPE[,key=value...]")):
+                         ("asha,grace=1", "key 'grace'"), ("asha,1", "expected TYPE[,key=value...]"),
+                         ("asha,metric=miou", "key 'metric': 'miou' is not a reported metric")):
         assert run_search([spec, "--dry-run", "--scheduler", bad]) == 2
         assert f"error: --scheduler: {message}" in capsys.readouterr().err
