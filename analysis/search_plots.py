@@ -41,18 +41,32 @@ def distributions(space: dict) -> dict:
     return out
 
 
+def analysis_metric(res: ExperimentResults) -> str:
+    """multitask_raw (mIoU - SI-log) for a multitask search: the clipped score is 0 for every young model, so
+    importance and ranks need the unclipped one, as ASHA does; any other metric as it is."""
+    return "multitask_raw" if res.metric == "multitask" else res.metric
+
+
+def _values(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """A metric column; multitask_raw derived from mIoU and SI-log for results from before it was reported."""
+    if metric == "multitask_raw" and metric not in frame:
+        return pd.to_numeric(frame["semseg_miou"], errors="coerce") - pd.to_numeric(frame["depth_silog"],
+                                                                                     errors="coerce")
+    return pd.to_numeric(frame[metric], errors="coerce")
+
+
 def search_points(res: ExperimentResults) -> tuple[pd.DataFrame, str]:
     """One row per trial: the sampled values and the metric at a common budget; and that budget in words."""
-    spec, metric = res.record["spec"], res.metric
+    spec, metric = res.record["spec"], analysis_metric(res)
     epoch = (spec.get("scheduler") or {}).get("grace_period") if res.record.get("scheduler") == "asha" else None
     rows = []
     for _, t in res.frame.iterrows():
         history = res.histories.get(t["trial_id"])
         if epoch is not None and history is not None and "epoch" in history:
             at = history[pd.to_numeric(history["epoch"], errors="coerce") == epoch]
-            value = float(at[metric].iloc[0]) if len(at) else math.nan
+            value = float(_values(at, metric).iloc[0]) if len(at) else math.nan
         else:
-            value = float(t[metric]) if t["status"] == "completed" else math.nan
+            value = float(_values(t.to_frame().T, metric).iloc[0]) if t["status"] == "completed" else math.nan
         rows.append({**{k: t.get(f"config/{k}") for k in spec["space"]}, "value": value, "trial_id": t["trial_id"]})
     points = pd.DataFrame(rows).dropna(subset=["value"])
     return points, (f"epoch {epoch} (ASHA's first rung, reached by every trial)" if epoch else "the final epoch")
@@ -120,23 +134,24 @@ def parallel_coordinates(points: pd.DataFrame, space: dict, metric: str, budget:
 
 def best_so_far(res: ExperimentResults, path: Path) -> Path | None:
     """The best metric reported so far against trial-epochs spent (every trial's epochs in time order)."""
+    metric = analysis_metric(res)
     parts = [h.assign(trial_id=tid) for tid, h in res.histories.items()
-             if h is not None and "timestamp" in h and res.metric in h]
+             if h is not None and "timestamp" in h and "semseg_miou" in h]
     if not parts:
         return None
     epochs = pd.concat(parts).sort_values(["timestamp", "training_iteration"]).reset_index(drop=True)
-    values = pd.to_numeric(epochs[res.metric], errors="coerce")
-    best = values.cummax() if res.mode == "max" else values.cummin()
+    values = _values(epochs, metric)
+    best = values.cummax() if res.mode == "max" else values.cummin()  # multitask_raw: max, like multitask
     stopped = set(res.frame.loc[res.frame["status"].astype(str).str.startswith("stopped early"), "trial_id"])
     last = epochs.groupby("trial_id").tail(1)
     stops = last[last["trial_id"].isin(stopped)].index + 1
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.step(np.arange(1, len(best) + 1), best, where="post", label=f"best {res.metric} so far")
+    ax.step(np.arange(1, len(best) + 1), best, where="post", label=f"best {metric} so far")
     ax.scatter(np.arange(1, len(values) + 1), values, s=8, color="grey", alpha=0.5, label="an epoch's result")
     if len(stops):
         ax.scatter(stops, values.iloc[stops - 1], marker="x", color="crimson", label=f"ASHA stop ({len(stops)})")
     ax.set_xlabel("trial-epochs spent")
-    ax.set_ylabel(res.metric)
+    ax.set_ylabel(metric)
     ax.legend(loc="lower right" if res.mode == "max" else "upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -155,7 +170,8 @@ def search_section(res: ExperimentResults, out: Path) -> tuple[list[Path], list[
         return figures, [f"Hyperparameter importance: only {len(points)} trial(s) reached {budget}; need 3."]
     scores, evaluator = importance(points, space, res.mode)
     scores.rename("importance").to_csv(out / "importance.csv", index_label="key")
-    figures.insert(0, parallel_coordinates(points, space, res.metric, budget, out / "parallel_coordinates.png"))
+    metric = analysis_metric(res)
+    figures.insert(0, parallel_coordinates(points, space, metric, budget, out / "parallel_coordinates.png"))
     ranked = ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
-    return figures, [f"Hyperparameter importance ({evaluator} via Optuna, on {len(points)} trials at {budget}): "
-                     f"{ranked}."]
+    return figures, [f"Hyperparameter importance ({evaluator} via Optuna, of {metric} on {len(points)} trials at "
+                     f"{budget}): {ranked}."]

@@ -130,7 +130,7 @@ metric: depth_silog
     build_report(str(tmp_path / "results" / "optuna_e2e"), str(out), formats=("md", "html"))
     importance = pd.read_csv(out / "importance.csv").set_index("key")["importance"]
     assert set(importance.index) == {"lr", "depth_loss"} and importance.sum() == pytest.approx(1.0)
-    assert "Hyperparameter importance (PED-ANOVA via Optuna, on " in (out / "table.md").read_text()
+    assert "Hyperparameter importance (PED-ANOVA via Optuna, of depth_silog on " in (out / "table.md").read_text()
     assert "at epoch 1 (ASHA's first rung" in (out / "table.md").read_text()
     html = (out / "report.html").read_text()
     assert "parallel_coordinates.png" in html or html.count("<img") >= 2
