@@ -63,13 +63,18 @@ def with_delta_m(table: pd.DataFrame, dm: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{"Δm %": [texts.get(v.removesuffix(" (baseline)"), "—") for v in table["Variant"]]})
 
 
+def _short(value) -> str:
+    """A sampled value for a row label: 3 significant digits for floats (the config columns keep them all)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
     """Table rows in the spec's order (or `report.order`); a search gets one row per sampled trial."""
     spec = res.record["spec"]
     if spec.get("space"):
         keys = list(spec["space"])
         best = res.frame.sort_values(f"best_{res.metric}", ascending=res.mode == "min", na_position="last")
-        labels = {t: f"#{i + 1} " + ", ".join(f"{k}={best.loc[j, 'config/' + k]}" for k in keys)
+        labels = {t: f"#{i + 1} " + ", ".join(f"{k}={_short(best.loc[j, 'config/' + k])}" for k in keys)
                   for i, (j, t) in enumerate(zip(best.index, best["trial_id"], strict=True))}
         res.frame["variant"] = res.frame["trial_id"].map(labels)
         rows = [labels[t] for t in best["trial_id"]]
