@@ -47,7 +47,7 @@ def asha_study(experiments: list[SavedExperiment]) -> pd.DataFrame | None:
         groups.setdefault(_key(exp), []).append(exp)
     for runs in groups.values():
         grids = [e for e in runs if e.record.get("scheduler") == "none" and not e.record["spec"].get("space")]
-        ashas = [e for e in runs if e.record.get("scheduler") == "asha"]
+        ashas = sorted((e for e in runs if e.record.get("scheduler") == "asha"), key=lambda e: e.name)
         if grids and ashas:
             return _study(grids[0], ashas)
     return None
