@@ -80,7 +80,7 @@ def measure(f: Finding, exp: SavedExperiment | None) -> dict:
     """Δ multitask (with CI, paired p, seeds needed) and Δ mIoU / Δ SI-log for one finding."""
     row = {"claim": f.claim, "experiment": f.experiment, "comparison": f"{f.variant} vs {f.baseline}"}
     if exp is None:
-        return {**row, "note": f.blocked or "not run yet"}
+        return {**row, "note": f.blocked or "no results for this experiment yet"}
     mine, base = _pair(f, exp)
     row.update({f"n_{side}": len(x) for side, x in (("variant", mine), ("baseline", base))})
     for metric in METRICS:

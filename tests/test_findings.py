@@ -53,7 +53,7 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
     assert table.loc[claim["architecture:distilled"], "verdict"] == "contradicted (a difference is resolved)"
     assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
     assert table.loc[claim["pretrained_dilation:ImageNet-pretrained"], "verdict"].startswith("not run: needs the")
-    assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: not run yet"
+    assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: no results for this experiment yet"
     tested = table["p_value"].notna()
     assert (table.loc[tested, "p_holm"] >= table.loc[tested, "p_value"]).all()  # Holm across the page
 
