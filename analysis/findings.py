@@ -125,7 +125,10 @@ def verdict(f: Finding, r: dict) -> str:
 def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
     rows = [measure(f, None if f.blocked else experiments.get(f.experiment)) for f in FINDINGS]
     frame = pd.DataFrame(rows)
-    frame["p_holm"] = holm(frame["p_value"].tolist()) if "p_value" in frame else math.nan
+    # the family: rows whose verdict rests on their p ("diverges" rows are judged on their trials' status)
+    tested = [p if f.kind != "diverges" else math.nan
+              for f, p in zip(FINDINGS, frame.get("p_value", pd.Series(math.nan, index=frame.index)), strict=True)]
+    frame["p_holm"] = holm(tested)
     frame["verdict"] = [verdict(f, r) for f, r in zip(FINDINGS, frame.to_dict("records"), strict=True)]
     return frame
 
@@ -139,7 +142,9 @@ def _delta(r: dict, prefix: str = "") -> str:
 
 def _p(r: dict) -> str:
     p, ph = r.get("p_value", math.nan), r.get("p_holm", math.nan)
-    return "—" if not np.isfinite(p) else f"{p:.2g} ({ph:.2g})"
+    if not np.isfinite(p):
+        return "—"
+    return f"{p:.2g} ({ph:.2g})" if np.isfinite(ph) else f"{p:.2g} (not tested: judged on status)"
 
 
 def _extra(r: dict) -> str:

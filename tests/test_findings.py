@@ -54,7 +54,8 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
     assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
     assert table.loc[claim["pretrained_dilation:ImageNet-pretrained"], "verdict"].startswith("not run: needs the")
     assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: no results for this experiment yet"
-    tested = table["p_value"].notna()
+    assert pd.isna(table.loc[claim["optimizer_lr:optimizer=adam, lr=0.1"], "p_holm"])  # judged on its statuses
+    tested = table["p_holm"].notna()
     assert (table.loc[tested, "p_holm"] >= table.loc[tested, "p_value"]).all()  # Holm across the page
 
 
