@@ -63,7 +63,10 @@ class SchedulerBlock(_Strict):
 
 def scheduler_flag(text: str, current: SchedulerBlock) -> SchedulerBlock:
     """`--scheduler asha,grace_period=1,seed_aware=false` -> the spec's scheduler block with those changes."""
-    kind, *pairs = [p.strip() for p in text.split(",") if p.strip()]
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise SpecError(f"--scheduler: expected TYPE[,key=value...] with TYPE one of none, asha, median; got {text!r}")
+    kind, *pairs = parts
     values = {**current.model_dump(), "type": kind}
     for pair in pairs:
         key, sep, value = pair.partition("=")

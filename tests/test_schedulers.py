@@ -88,6 +88,7 @@ def test_scheduler_flag_swaps_the_spec_scheduler_before_ray_starts(capsys):
     assert isinstance(tuning.scheduler(per_row), SeedAwareASHAScheduler)
     for bad, message in (("fast", "key 'type': allowed: 'none', 'asha' or 'median'"),
                          ("asha,grace=1", "key 'grace'"), ("asha,1", "expected TYPE[,key=value...]"),
-                         ("asha,metric=miou", "key 'metric': 'miou' is not a reported metric")):
+                         ("asha,metric=miou", "key 'metric': 'miou' is not a reported metric"),
+                         (",,", "expected TYPE[,key=value...] with TYPE one of none, asha, median")):
         assert run_search([spec, "--dry-run", "--scheduler", bad]) == 2
         assert f"error: --scheduler: {message}" in capsys.readouterr().err
