@@ -222,8 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.copy:
         for uri in a.experiments:
             print(f"copied: {copy_artifacts(uri, a.copy)}")
-    intro, outro = (Path(f).read_text().strip() if f else "" for f in (a.intro, a.outro))
-    Path(a.out).write_text(build_page(a.experiments, intro, outro))
+    try:
+        intro, outro = (Path(f).read_text().strip() if f else "" for f in (a.intro, a.outro))
+        page = build_page(a.experiments, intro, outro)
+    except OSError as e:  # a folder without results, a missing intro file: one line, exit 2
+        p.error(str(e))
+    Path(a.out).write_text(page)
     print(f"findings: {a.out}")
 
 

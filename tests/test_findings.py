@@ -93,6 +93,9 @@ def test_cli_rebuilds_the_page_from_saved_folders_and_copies_them(tmp_path):
     assert again.read_text() == page
     with pytest.raises(FileNotFoundError, match=r"needs mtl_experiment\.json"):
         read_saved(str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.md")])
+    assert exit_info.value.code == 2
 
 
 def test_the_page_gains_delta_m_for_an_experiment_with_single_task_rows():
