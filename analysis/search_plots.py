@@ -21,24 +21,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from analysis.results import ExperimentResults
 
 
 def distributions(space: dict) -> dict:
-    """The spec's `space:` as Optuna distributions."""
-    out = {}
-    for key, sampler in space.items():
-        kind, args = next(iter(sampler.items()))
-        if kind == "choice":
-            out[key] = CategoricalDistribution([a if not isinstance(a, list) else str(a) for a in args])
-        elif kind == "randint":
-            out[key] = IntDistribution(int(args[0]), int(args[1]) - 1)  # Tune's upper bound is exclusive
-        else:
-            out[key] = FloatDistribution(float(args[0]), float(args[1]), log=kind == "loguniform",
-                                         step=float(args[2]) if kind == "quniform" else None)
-    return out
+    """The spec's `space:` as Optuna distributions: the spec's samplers as Tune builds them (search.tuning), converted
+    by Tune's own OptunaSearch, so importance sees exactly what the search sampled from."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.tuning import sampler
+
+    return OptunaSearch.convert_search_space({key: sampler(spec) for key, spec in space.items()})
 
 
 def analysis_metric(res: ExperimentResults) -> str:

@@ -22,7 +22,7 @@ PROGRESS_METRICS = {"epoch": "epoch", "multitask": "multitask", "semseg_miou": "
                     "status": "result"}
 
 
-def _sampler(spec: dict[str, Any]):
+def sampler(spec: dict[str, Any]):
     kind, args = next(iter(spec.items()))
     if kind == "choice":
         return tune.choice(args)
@@ -39,7 +39,7 @@ def param_space(exp: Experiment) -> dict[str, Any]:
     else:
         variant = tune.grid_search(names) if len(names) > 1 else names[0]
         seed = tune.grid_search(list(exp.seeds)) if len(exp.seeds) > 1 else exp.seeds[0]
-    return {"variant": variant, "seed": seed, **{k: _sampler(v) for k, v in exp.space.items()}}
+    return {"variant": variant, "seed": seed, **{k: sampler(v) for k, v in exp.space.items()}}
 
 
 def max_epochs(exp: Experiment) -> int:
