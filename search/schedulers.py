@@ -5,7 +5,9 @@ unlucky seed and keep another, and the table's mean then mixes epochs. Ray's doc
 ASHA, and no Tune scheduler averages seeds, hence this `TrialScheduler`. A row (the trials sharing a `variant`)
 is decided at a rung once every one of its seeds has reported there: its mean is compared with the cutoff of
 the rows decided at that rung before it (the top 1 / reduction_factor continue, as in ASHA). Seeds that reached
-the rung early keep training until the decision; then all of them stop together or all go on. A seed that
+the rung early keep training until the decision; then all of them go on together, or all stop at once (running
+siblings are stopped through Tune's controller, not at their next report: the epoch they started is not
+finished for nothing). A seed that
 reaches the next rung while its row still waits (its siblings run later, e.g. with few workers) forces the
 decision on the seeds seen so far, so no trial runs ahead of its row by more than one rung.
 """
@@ -49,6 +51,7 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         self.values: dict[float, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         self.decided: dict[float, dict[str, float]] = defaultdict(dict)  # rung -> row -> mean (in "max" terms)
         self.stopped_rows: dict[str, float] = {}  # row -> the rung it was stopped at
+        self.seen_trials: dict[str, Trial] = {}  # trial id -> trial, to stop the running siblings of a stopped row
         self.trial_epochs = 0
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
@@ -63,9 +66,16 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         if self.time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         self.trial_epochs += 1
+        self.seen_trials[trial.trial_id] = trial
         row, t = self._row(trial), result[self.time_attr]
         if row in self.stopped_rows:
             return TrialScheduler.STOP  # a sibling seed's rung decided for the whole row
+        action = self._record(trial, row, t, result)
+        if action == TrialScheduler.STOP:
+            self._stop_siblings(tune_controller, row, trial)
+        return action
+
+    def _record(self, trial: Trial, row: str, t: float, result: dict) -> str:
         sign = 1.0 if self._mode == "max" else -1.0
         for rung in self.rungs:
             if t > rung and self.values[rung][row] and row not in self.decided[rung]:
@@ -77,6 +87,13 @@ class SeedAwareASHAScheduler(FIFOScheduler):
                 self._decide(rung, row)
                 break
         return TrialScheduler.STOP if row in self.stopped_rows else TrialScheduler.CONTINUE
+
+    def _stop_siblings(self, tune_controller, row: str, current: Trial) -> None:
+        """Stop the row's other running seeds now; their last reported result stays their final one."""
+        for other in list(self.seen_trials.values()):
+            if other is not current and self._row(other) == row and other.status == Trial.RUNNING:
+                del self.seen_trials[other.trial_id]
+                tune_controller.stop_trial(other)
 
     def _decide(self, rung: float, row: str, force: bool = False) -> None:
         seen = self.values[rung][row]

@@ -9,7 +9,7 @@ import pytest
 
 from analysis.asha_study import asha_study
 from analysis.experiments import SavedExperiment, read_saved
-from analysis.findings import FINDINGS, findings_table, main
+from analysis.findings import FINDINGS, _extra, findings_table, main
 
 
 def _record(name: str, scheduler: str = "none", seeds=(0, 1, 2), sets=None, spec_path="ablations/x.yaml", **spec):
@@ -43,6 +43,11 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
                                           "berHu": [14.5, 14.2, 16.9]}),
         "architecture": _exp("architecture", {"joint": [14.0, 15.0, 16.0], "branched": [14.1, 15.3, 15.9],
                                               "distilled": [20.0, 21.1, 22.3]}),
+        # no ImageNet weights: run from scratch, so only the dilation row means something
+        "pretrained_dilation": _exp("pretrained_dilation", {"from scratch": [10.0, 11.0, 12.0],
+                                                            "ImageNet-pretrained": [10.0, 11.0, 12.0],
+                                                            "pretrained + dilation (F, F, T)": [12.0, 13.5, 14.0]},
+                                    sets={"pretrained": False}),
     }
     table = findings_table(experiments).set_index("claim")
     claim = {f.experiment + ":" + f.variant: f.claim for f in FINDINGS}
@@ -53,6 +58,10 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
     assert table.loc[claim["architecture:distilled"], "verdict"] == "contradicted (a difference is resolved)"
     assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
     assert table.loc[claim["pretrained_dilation:ImageNet-pretrained"], "verdict"].startswith("not run: needs the")
+    dilation = table.loc[claim["pretrained_dilation:pretrained + dilation (F, F, T)"]]
+    assert dilation["delta"] == pytest.approx(2.1667, abs=1e-3) and dilation["setup"].startswith("from scratch")
+    assert "from scratch (--set pretrained=false)" in _extra(dilation.to_dict())
+    assert "from scratch" not in _extra(table.loc[claim["depth_loss:L1"]].to_dict())
     assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: no results for this experiment yet"
     assert pd.isna(table.loc[claim["optimizer_lr:optimizer=adam, lr=0.1"], "p_holm"])  # judged on its statuses
     tested = table["p_holm"].notna()

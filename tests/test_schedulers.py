@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ray.tune.schedulers import TrialScheduler
 
 from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
@@ -11,7 +13,14 @@ QUALITY = {"best": 3.0, "good": 2.0, "poor": 1.0, "worst": 0.5}
 
 class _Trial:
     def __init__(self, row: str, seed: int) -> None:
-        self.trial_id, self.config = f"{row}-{seed}", {"variant": row, "seed": seed}
+        self.trial_id, self.config, self.status = f"{row}-{seed}", {"variant": row, "seed": seed}, "RUNNING"
+
+
+class _Controller:
+    """Tune's controller as the scheduler sees it: `stop_trial` ends a running trial."""
+
+    def stop_trial(self, trial: _Trial) -> None:
+        trial.status = "TERMINATED"
 
 
 def _curve(row: str, seed: int, t: int) -> float:
@@ -26,16 +35,16 @@ def test_rows_are_decided_on_their_seed_mean_and_siblings_share_the_fate():
     alive = {t.trial_id: t for t in trials}
     history: dict[str, int] = {}
     for t in range(1, 10):
-        for trial in list(alive.values()):
+        for trial in [trial for trial in alive.values() if trial.status == "RUNNING"]:
             metric = _curve(trial.config["variant"], trial.config["seed"], t)
-            action = sched.on_trial_result(None, trial, {"training_iteration": t, "m": metric})
+            action = sched.on_trial_result(_Controller(), trial, {"training_iteration": t, "m": metric})
             history[trial.trial_id] = t
             if action == TrialScheduler.STOP:
-                del alive[trial.trial_id]
+                trial.status = "TERMINATED"
     fate = {row: [history[f"{row}-{s}"] for s in (0, 1)] for row in QUALITY}
     assert fate["best"] == [9, 9]  # promoted at every rung, to the end
-    # both seeds share the row's fate (the seed that reached the rung first ran one more epoch, awaiting it)
-    assert all(max(e) - min(e) <= 1 for e in fate.values())
+    # both seeds share the row's fate: the seed that reached the rung first was stopped with its sibling, at once
+    assert all(e[0] == e[1] for e in fate.values())
     assert max(fate["worst"]) <= 2 and sched.stopped_rows["worst"] == 1
     # the row's seed mean, not one (unlucky) seed, is what the rung compares
     assert sched.decided[1]["good"] == (_curve("good", 0, 1) + _curve("good", 1, 1)) / 2
@@ -50,6 +59,7 @@ def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
 
     def trainable(config):
         for t in range(1, 10):
+            time.sleep(0.1)  # seeds of a row run side by side: a stopped row's running sibling is stopped by Tune
             tune.report({"m": quality[config["variant"]] * t + 0.1 * config["seed"]})
 
     if ray.is_initialized():
@@ -67,6 +77,7 @@ def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
     epochs = {(r.config["variant"], r.config["seed"]): r.metrics["training_iteration"] for r in grid}
     assert epochs[("best", 0)] == epochs[("best", 1)] == 9
     assert max(epochs[("worst", 0)], epochs[("worst", 1)]) < 9  # the worst row was stopped, both seeds
+    assert all(abs(epochs[(row, 0)] - epochs[(row, 1)]) <= 1 for row in QUALITY)
     assert sum(epochs.values()) < 8 * 9
 
 
