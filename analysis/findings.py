@@ -25,7 +25,7 @@ from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
 from analysis.stats import ALPHA, axis_trends, compare, holm
 
 NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
-SCRATCH_NOTE = "from scratch (--set pretrained=false): rows named 'pretrained' ran with untrained encoders too"
+SCRATCH_NOTE = "from scratch (--set pretrained=false)"
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class Finding:
     baseline: str
     expect: int = 1  # the sign of Δ multitask the course saw; 0: "no difference"
     kind: str = "effect"  # effect | same | diverges | posthoc
-    blocked: str | None = None  # why it cannot run here
-    needs_weights: bool = False  # pretrained vs untrained: meaningless when the run set pretrained=false
+    missing: str | None = None  # why the experiment may have no results (shown when it has none)
+    setup: str = ""  # how this comparison departs from the course's, said on its row
+    fallback: Finding | None = None  # the comparison used when `experiment` has no results
     trend_axis: str | None = None  # test the slope along this ablated axis (all rows) instead of one pair
 
 
@@ -50,11 +51,13 @@ FINDINGS = (
     Finding("Task weights are flat (differences ~1 point; best near 0.6 / 0.4)", "task_weights",
             "seg 0.8 / depth 0.2", "seg 0.2 / depth 0.8", expect=0, kind="same", trend_axis="loss_weights"),
     Finding("ImageNet pretraining: +4 multitask", "pretrained_dilation", "ImageNet-pretrained", "from scratch",
-            needs_weights=True),
-    # the course measured dilation on a pretrained encoder; run with --set pretrained=false, both sides train
-    # from scratch and the row says so (an answer to a nearby question, not the course's own)
+            missing=NOT_OFFLINE),
+    # the course measured dilation on a pretrained encoder; without weights, ablations/dilation.yaml asks the
+    # nearby question from scratch and the row says so
     Finding("Dilation (F, F, T): +11 multitask", "pretrained_dilation", "pretrained + dilation (F, F, T)",
-            "ImageNet-pretrained"),
+            "ImageNet-pretrained", missing=NOT_OFFLINE,
+            fallback=Finding("Dilation (F, F, T): +11 multitask", "dilation", "dilation (F, F, T)", "no dilation",
+                             setup="both encoders untrained (the course's were ImageNet-pretrained)")),
     Finding("ASPP + skip: +8 multitask", "aspp_skip", "ASPP + skip", "neither"),
     Finding("Branched beats joint: +1.4 (at +20 % parameters, +40 % time)", "architecture", "branched", "joint"),
     Finding("Distilled ≈ branched", "architecture", "distilled", "branched", expect=0, kind="same"),
@@ -84,11 +87,9 @@ def measure(f: Finding, exp: SavedExperiment | None) -> dict:
     """Δ multitask (with CI, paired p, seeds needed) and Δ mIoU / Δ SI-log for one finding."""
     row = {"claim": f.claim, "experiment": f.experiment, "comparison": f"{f.variant} vs {f.baseline}"}
     if exp is None:
-        return {**row, "note": f.blocked or "no results for this experiment yet"}
+        return {**row, "note": f.missing or "no results for this experiment yet"}
     scratch = exp.record.get("set", {}).get("pretrained") is False
-    if f.needs_weights and scratch:
-        return {**row, "note": f"{NOT_OFFLINE} (the run set pretrained=false, so both rows are untrained)"}
-    row["setup"] = SCRATCH_NOTE if scratch else ""
+    row["setup"] = "; ".join(s for s in (f.setup, SCRATCH_NOTE if scratch else "") if s)
     mine, base = _pair(f, exp)
     row.update({f"n_{side}": len(x) for side, x in (("variant", mine), ("baseline", base))})
     for metric in METRICS:
@@ -131,14 +132,21 @@ def verdict(f: Finding, r: dict) -> str:
 
 
 def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
-    rows = [measure(f, None if f.blocked else experiments.get(f.experiment)) for f in FINDINGS]
-    frame = pd.DataFrame(rows)
+    findings = [_resolve(f, experiments) for f in FINDINGS]
+    frame = pd.DataFrame([measure(f, experiments.get(f.experiment)) for f in findings])
     # the family: rows whose verdict rests on their p ("diverges" rows are judged on their trials' status)
     tested = [p if f.kind != "diverges" else math.nan
-              for f, p in zip(FINDINGS, frame.get("p_value", pd.Series(math.nan, index=frame.index)), strict=True)]
+              for f, p in zip(findings, frame.get("p_value", pd.Series(math.nan, index=frame.index)), strict=True)]
     frame["p_holm"] = holm(tested)
-    frame["verdict"] = [verdict(f, r) for f, r in zip(FINDINGS, frame.to_dict("records"), strict=True)]
+    frame["verdict"] = [verdict(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
     return frame
+
+
+def _resolve(f: Finding, experiments: dict[str, SavedExperiment]) -> Finding:
+    """The finding's own comparison, or its fallback when only the fallback's experiment has results."""
+    if f.fallback is not None and f.experiment not in experiments and f.fallback.experiment in experiments:
+        return f.fallback
+    return f
 
 
 def _delta(r: dict, prefix: str = "") -> str:

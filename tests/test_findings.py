@@ -43,11 +43,10 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
                                           "berHu": [14.5, 14.2, 16.9]}),
         "architecture": _exp("architecture", {"joint": [14.0, 15.0, 16.0], "branched": [14.1, 15.3, 15.9],
                                               "distilled": [20.0, 21.1, 22.3]}),
-        # no ImageNet weights: run from scratch, so only the dilation row means something
-        "pretrained_dilation": _exp("pretrained_dilation", {"from scratch": [10.0, 11.0, 12.0],
-                                                            "ImageNet-pretrained": [10.0, 11.0, 12.0],
-                                                            "pretrained + dilation (F, F, T)": [12.0, 13.5, 14.0]},
-                                    sets={"pretrained": False}),
+        # no ImageNet weights (no pretrained_dilation): dilation is measured from scratch, and says so
+        "dilation": _exp("dilation", {"no dilation": [10.0, 11.0, 12.0], "dilation (F, F, T)": [12.0, 13.5, 14.0]}),
+        "aspp_skip": _exp("aspp_skip", {"neither": [10.0, 11.0, 12.0], "ASPP + skip": [12.0, 13.5, 14.0]},
+                          sets={"pretrained": False}),
     }
     table = findings_table(experiments).set_index("claim")
     claim = {f.experiment + ":" + f.variant: f.claim for f in FINDINGS}
@@ -59,8 +58,9 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
     assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
     assert table.loc[claim["pretrained_dilation:ImageNet-pretrained"], "verdict"].startswith("not run: needs the")
     dilation = table.loc[claim["pretrained_dilation:pretrained + dilation (F, F, T)"]]
-    assert dilation["delta"] == pytest.approx(2.1667, abs=1e-3) and dilation["setup"].startswith("from scratch")
-    assert "from scratch (--set pretrained=false)" in _extra(dilation.to_dict())
+    assert dilation["experiment"] == "dilation" and dilation["delta"] == pytest.approx(2.1667, abs=1e-3)
+    assert "both encoders untrained" in _extra(dilation.to_dict())
+    assert "from scratch (--set pretrained=false)" in _extra(table.loc[claim["aspp_skip:ASPP + skip"]].to_dict())
     assert "from scratch" not in _extra(table.loc[claim["depth_loss:L1"]].to_dict())
     assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: no results for this experiment yet"
     assert pd.isna(table.loc[claim["optimizer_lr:optimizer=adam, lr=0.1"], "p_holm"])  # judged on its statuses
