@@ -83,3 +83,20 @@ def test_aws_bootstrap_against_moto_opens_ssh_only(raw, aws_env, tmp_path, monke
     assert [pair["GroupId"] for p in internal for pair in p["UserIdGroupPairs"]] == [group["GroupId"]]
     assert resolved["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1
     assert (tmp_path / ".ssh" / "ray-autoscaler_us-east-2.pem").is_file()
+
+
+def test_mps_is_an_off_by_default_worker_option_that_starts_the_daemon_when_on(raw, tmp_path):
+    import subprocess
+
+    (line,) = [c for c in raw["worker_start_ray_commands"] if "nvidia-cuda-mps-control" in c]
+    start = [i for i, c in enumerate(raw["worker_start_ray_commands"]) if "ray start" in c]
+    assert raw["worker_start_ray_commands"].index(line) < start[0]  # the daemon before any CUDA process
+    assert not any("mps" in c.lower() for c in raw["head_start_ray_commands"])  # the head has no GPU
+    stub = tmp_path / "nvidia-cuda-mps-control"  # records how it is called; no GPU setting is touched
+    stub.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path}/calls\n")
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    for toggle, calls in (("off", []), ("on", ["", "-d"])):  # `echo quit | ...` (no args), then `-d`
+        (tmp_path / "calls").write_text("")
+        subprocess.run(["bash", "-c", line.replace("MPS=off", f"MPS={toggle}")], env=env, check=True)
+        assert (tmp_path / "calls").read_text().splitlines() == calls
