@@ -1,5 +1,6 @@
 """Course-scale training on one GPU: throughput, MFU and memory, optimisation by optimisation, data path,
-packing several trials on the GPU, and a course-scale trial projected from a measured slice.
+packing several trials on the GPU, a course-scale trial projected from a measured slice, and a real Tune trial
+against that bare loop (goal: ratio >= 0.95).
 
     python -m bench.gpu --out DIR            # on a GPU machine: at most ~8 minutes; writes gpu.json and gpu.md
     python -m bench.gpu --out DIR --smoke    # the same code paths on the CPU at tiny sizes (the tests run this)
@@ -190,7 +191,27 @@ def run(args: argparse.Namespace) -> dict:
     slice_ = measure(base.replace(**best), device, args.slice)
     result["course_trial"] = {"img_s": slice_["img_s"], "slice_s": args.slice,
                               "projected_min": COURSE_IMAGES / slice_["img_s"] / 60}
+    result["tune_trial"] = tune_trial(args, base.replace(**best), slice_["img_s"])
     return result
+
+
+TUNE_KEYS = ("encoder", "dilation", "aspp", "skip", "decoder_channels", "batch_size", "val_batch_size", "crop_size",
+             "image_size", "train_images", "val_images", "test_images", "amp", "channels_last", "compile",
+             "in_memory", "num_workers")
+
+
+def tune_trial(args: argparse.Namespace, cfg: TrialConfig, bare_img_s: float) -> dict:
+    """One real Tune trial (`run_search.py` on a one-row spec, Ray started for real) with the slice's settings:
+    its training img/s after the first epoch (compilation, warm-up) against the bare loop's."""
+    from bench.tune_overhead import inside
+
+    flat = cfg.to_flat()
+    sets = [f"{k}={json.dumps(flat[k])}" for k in TUNE_KEYS] + [f"epochs={args.tune_epochs}"]
+    threads = 2 if args.smoke else max(min(os.cpu_count() or 1, 8), 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        per_epoch = inside("smoke" if args.smoke else "full", threads, Path(tmp), sets)
+    img_s = float(np.mean(per_epoch))
+    return {"img_s": img_s, "bare_img_s": bare_img_s, "ratio": img_s / bare_img_s, "epochs": args.tune_epochs}
 
 
 def markdown(r: dict) -> str:
@@ -213,6 +234,10 @@ def markdown(r: dict) -> str:
     lines += [f"Training loader alone: {d['png_loader']:.0f} img/s from PNG files, {d['gpu_path']:.0f} img/s on "
               f"the decoded GPU path.", f"Course-scale joint trial (20 000 x 16 epochs), projected from a "
               f"{c['slice_s']:.1f} s slice at {c['img_s']:.1f} img/s: {c['projected_min']:.1f} min.", ""]
+    t = r["tune_trial"]
+    lines += [f"A real Tune trial with the slice's settings ({t['epochs']} epochs, the first left out): "
+              f"{t['img_s']:.1f} img/s against the bare loop's {t['bare_img_s']:.1f}: ratio {t['ratio']:.3f} "
+              "(goal >= 0.95).", ""]
     return "\n".join(lines)
 
 
@@ -233,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slice", type=float, default=120.0, help="seconds of the course-trial slice")
     p.add_argument("--packing", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4, 8])
     p.add_argument("--data-batches", type=int, default=200)
+    p.add_argument("--tune-epochs", type=int, default=3, help="epochs of the real Tune trial (>= 2)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--barrier", help=argparse.SUPPRESS)
     p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)

@@ -29,8 +29,11 @@ def test_gpu_bench_smoke_path_writes_every_table(tmp_path):
     assert [p["trials"] for p in result["packing"]] == [1, 2] and all(p["img_s"] > 0 for p in result["packing"])
     assert result["data"]["gpu_path"] > 0 and result["data"]["png_loader"] > 0
     assert result["course_trial"]["projected_min"] > 0
+    tune = result["tune_trial"]  # a real Tune trial (Ray started) against the bare loop
+    assert tune["img_s"] > 0 and tune["ratio"] == tune["img_s"] / tune["bare_img_s"]
     md = (tmp_path / "gpu.md").read_text()
     assert "one optimisation at a time" in md and "aggregate MFU" in md and "Course-scale joint trial" in md
+    assert "A real Tune trial" in md
 
 
 def test_peak_table_matches_device_names():
