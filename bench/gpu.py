@@ -196,17 +196,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 TUNE_KEYS = ("encoder", "dilation", "aspp", "skip", "decoder_channels", "batch_size", "val_batch_size", "crop_size",
-             "image_size", "train_images", "val_images", "test_images", "amp", "channels_last", "compile",
-             "in_memory", "num_workers")
+             "image_size", "train_images", "val_images", "test_images", "amp", "channels_last", "compile")
 
 
 def tune_trial(args: argparse.Namespace, cfg: TrialConfig, bare_img_s: float) -> dict:
-    """One real Tune trial (`run_search.py` on a one-row spec, Ray started for real) with the slice's settings:
-    its training img/s after the first epoch (compilation, warm-up) against the bare loop's."""
+    """One real Tune trial (`run_search.py` on a one-row spec, Ray started for real) with the slice's settings, on
+    the decoded data path (what `in_memory: auto` picks when the data fits): its training img/s after the first
+    epoch (compilation, warm-up) against the bare loop's."""
     from bench.tune_overhead import inside
 
     flat = cfg.to_flat()
-    sets = [f"{k}={json.dumps(flat[k])}" for k in TUNE_KEYS] + [f"epochs={args.tune_epochs}"]
+    sets = [f"{k}={json.dumps(flat[k])}" for k in TUNE_KEYS] + ["in_memory=true", f"epochs={args.tune_epochs}"]
     threads = 2 if args.smoke else max(min(os.cpu_count() or 1, 8), 1)
     with tempfile.TemporaryDirectory() as tmp:
         per_epoch = inside("smoke" if args.smoke else "full", threads, Path(tmp), sets)
