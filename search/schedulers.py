@@ -51,7 +51,6 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         self.values: dict[float, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         self.decided: dict[float, dict[str, float]] = defaultdict(dict)  # rung -> row -> mean (in "max" terms)
         self.stopped_rows: dict[str, float] = {}  # row -> the rung it was stopped at
-        self.seen_trials: dict[str, Trial] = {}  # trial id -> trial, to stop the running siblings of a stopped row
         self.trial_epochs = 0
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
@@ -66,7 +65,6 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         if self.time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         self.trial_epochs += 1
-        self.seen_trials[trial.trial_id] = trial
         row, t = self._row(trial), result[self.time_attr]
         if row in self.stopped_rows:
             return TrialScheduler.STOP  # a sibling seed's rung decided for the whole row
@@ -90,9 +88,8 @@ class SeedAwareASHAScheduler(FIFOScheduler):
 
     def _stop_siblings(self, tune_controller, row: str, current: Trial) -> None:
         """Stop the row's other running seeds now; their last reported result stays their final one."""
-        for other in list(self.seen_trials.values()):
+        for other in tune_controller.get_trials():
             if other is not current and self._row(other) == row and other.status == Trial.RUNNING:
-                del self.seen_trials[other.trial_id]
                 tune_controller.stop_trial(other)
 
     def _decide(self, rung: float, row: str, force: bool = False) -> None:

@@ -17,7 +17,13 @@ class _Trial:
 
 
 class _Controller:
-    """Tune's controller as the scheduler sees it: `stop_trial` ends a running trial."""
+    """Tune's controller as the scheduler sees it: the trials, and `stop_trial` to end a running one."""
+
+    def __init__(self, trials: list[_Trial]) -> None:
+        self.trials = trials
+
+    def get_trials(self) -> list[_Trial]:
+        return self.trials
 
     def stop_trial(self, trial: _Trial) -> None:
         trial.status = "TERMINATED"
@@ -32,12 +38,12 @@ def test_rows_are_decided_on_their_seed_mean_and_siblings_share_the_fate():
     sched = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2, metric="m", mode="max")
     assert sched.rungs == [1, 2, 4, 8]
     trials = [_Trial(row, seed) for row in QUALITY for seed in (0, 1)]
-    alive = {t.trial_id: t for t in trials}
+    alive, controller = {t.trial_id: t for t in trials}, _Controller(trials)
     history: dict[str, int] = {}
     for t in range(1, 10):
         for trial in [trial for trial in alive.values() if trial.status == "RUNNING"]:
             metric = _curve(trial.config["variant"], trial.config["seed"], t)
-            action = sched.on_trial_result(_Controller(), trial, {"training_iteration": t, "m": metric})
+            action = sched.on_trial_result(controller, trial, {"training_iteration": t, "m": metric})
             history[trial.trial_id] = t
             if action == TrialScheduler.STOP:
                 trial.status = "TERMINATED"
