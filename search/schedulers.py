@@ -87,9 +87,11 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         return TrialScheduler.STOP if row in self.stopped_rows else TrialScheduler.CONTINUE
 
     def _stop_siblings(self, tune_controller, row: str, current: Trial) -> None:
-        """Stop the row's other running seeds now; their last reported result stays their final one."""
+        """Stop the row's other running seeds now; their last reported result stays their final one. A seed that
+        has not reported yet runs to its first report (then stops there), so every trial has a result."""
         for other in tune_controller.get_trials():
-            if other is not current and self._row(other) == row and other.status == Trial.RUNNING:
+            if (other is not current and self._row(other) == row and other.status == Trial.RUNNING
+                    and self.time_attr in (other.last_result or {})):
                 tune_controller.stop_trial(other)
 
     def _decide(self, rung: float, row: str, force: bool = False) -> None:

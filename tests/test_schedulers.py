@@ -14,6 +14,7 @@ QUALITY = {"best": 3.0, "good": 2.0, "poor": 1.0, "worst": 0.5}
 class _Trial:
     def __init__(self, row: str, seed: int) -> None:
         self.trial_id, self.config, self.status = f"{row}-{seed}", {"variant": row, "seed": seed}, "RUNNING"
+        self.last_result: dict = {}
 
 
 class _Controller:
@@ -43,7 +44,8 @@ def test_rows_are_decided_on_their_seed_mean_and_siblings_share_the_fate():
     for t in range(1, 10):
         for trial in [trial for trial in alive.values() if trial.status == "RUNNING"]:
             metric = _curve(trial.config["variant"], trial.config["seed"], t)
-            action = sched.on_trial_result(controller, trial, {"training_iteration": t, "m": metric})
+            trial.last_result = {"training_iteration": t, "m": metric}
+            action = sched.on_trial_result(controller, trial, trial.last_result)
             history[trial.trial_id] = t
             if action == TrialScheduler.STOP:
                 trial.status = "TERMINATED"
