@@ -30,8 +30,16 @@ COLUMNS = ["multitask", "semseg_miou", "depth_silog"]
 def evaluate_trials(res: ExperimentResults, settings: list[str], split: str = "val") -> pd.DataFrame:
     """One row per (completed trial, setting) with the metrics of its best checkpoint on `split`."""
     rows = []
-    for _, trial in res.frame[res.frame["status"] == "completed"].iterrows():
-        loaded = trial_model(res, trial["trial_id"])
+    completed = res.frame[res.frame["status"] == "completed"]
+    models = {t: trial_model(res, t) for t in completed["trial_id"]}
+    missing = sorted(t for t, m in models.items() if m is None)
+    if missing and len(missing) < len(models):
+        # evaluating only the trials a policy kept (e.g. each row's best seed) would bias every comparison
+        raise SystemExit(f"{res.uri}: {len(missing)} of {len(models)} completed trials kept no weights (the "
+                         "checkpoint policy of the run; see checkpoints.json); post-hoc evaluation needs every "
+                         "trial's: run the spec with `report: {posthoc_tta: [...]}` or `--checkpoints all`")
+    for _, trial in completed.iterrows():
+        loaded = models[trial["trial_id"]]
         if loaded is None:
             continue
         cfg, model = loaded

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from analysis.results import ExperimentResults
-from mtl.checkpoint import load_checkpoint
+from mtl.checkpoint import best_weights, load_checkpoint
 from mtl.config import TrialConfig
 from mtl.data.labels import colorize
 from mtl.data.loading import build_data
@@ -17,19 +17,35 @@ from mtl.models import build_model
 
 
 def trial_model(res: ExperimentResults, trial_id: str) -> tuple[TrialConfig, torch.nn.Module] | None:
-    """The trial's model with its best kept checkpoint loaded (on the CPU), or None without one."""
+    """The trial's model with its best epoch's weights loaded (on the CPU), or None when it kept no checkpoint
+    (the checkpoint policy keeps them for some finished trials only: search/retention.py)."""
     trial = next(t for t in res.analysis.trials if t.trial_id == trial_id)
-    checkpoint = res.analysis.get_best_checkpoint(trial, metric=res.metric, mode=res.mode)
-    if checkpoint is None:
+    state = _kept_state(res, trial)
+    if state is None:
         return None
     values = {k: v for k, v in res.configs[trial_id].items() if k != "variant"}
     # the checkpoint carries every weight: no ImageNet file needed to rebuild the network
     cfg = TrialConfig.from_dict({**values, "pretrained": False, "device": "cpu", "num_workers": 0})
-    with checkpoint.as_directory() as directory:
-        state = load_checkpoint(directory)
     model = build_model(cfg)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(best_weights(state))
     return cfg, model.eval()
+
+
+def _kept_state(res: ExperimentResults, trial) -> dict | None:
+    """The trial's latest checkpoint: a finished trial's best weights, or (experiments from before the policy,
+    which kept full states at the last and the best epochs) the best-scoring one."""
+    latest = trial.checkpoint
+    if latest is None or not res.storage.exists(latest.path):
+        return None
+    with latest.as_directory() as directory:
+        state = load_checkpoint(directory)
+    if "kind" in state or "best_model" in state:
+        return state
+    older = res.analysis.get_best_checkpoint(trial, metric=res.metric, mode=res.mode)
+    if older is None or not res.storage.exists(older.path):
+        return state
+    with older.as_directory() as directory:
+        return load_checkpoint(directory)
 
 
 def best_trial_id(res: ExperimentResults, variant: str) -> str | None:

@@ -23,7 +23,7 @@ import yaml
 from analysis import plots
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
 from analysis.experiments import read_saved
-from analysis.results import RESULTS_FILE, ExperimentResults, load_results
+from analysis.results import RESULTS_FILE, ExperimentResults, load_results, storage_use
 from analysis.search_plots import search_section
 from analysis.stats import axis_trends
 from analysis.tables import (
@@ -179,7 +179,7 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
     search_figures, search_notes = search_section(res, out)  # sampled searches: importance, parallel coordinates
     notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else ""), *trend_lines(fits), *search_notes]
-    timing = time_split(res.frame)
+    timing = f"{time_split(res.frame)}\n\n{storage_use(res)}"
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
         title = f"# {res.name}" + (" (partial results)" if res.partial else "")

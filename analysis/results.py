@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 from ray.tune import ExperimentAnalysis
 
-from search.storage import Storage, split_experiment_uri
+from search.storage import Storage, megabytes, split_experiment_uri, tree_bytes
 
 RECORD_FILE = "mtl_experiment.json"
 RESULTS_FILE = "results.parquet"
@@ -138,7 +138,8 @@ def load_results(uri: str) -> ExperimentResults:
         raise FileNotFoundError(f"{storage.display(path)}: not an mtl-tune experiment (no {RECORD_FILE})")
     record = json.loads(storage.read_text(f"{path}/{RECORD_FILE}"))
     ea = ExperimentAnalysis(path, storage_filesystem=storage.fs)
-    histories = ea.trial_dataframes
+    # a trial stopped for a full storage reported one row without an epoch of its own: not part of its curve
+    histories = {t: h[h["status"] != "storage_full"] if "status" in h else h for t, h in ea.trial_dataframes.items()}
     rows, configs, unfinished = [], {}, 0
     for trial in ea.trials:
         config = _trial_config(storage, trial)
@@ -159,3 +160,26 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+CHECKPOINT_MANIFEST = "checkpoints.json"  # written by search.retention as trials finish
+
+
+def storage_use(res: ExperimentResults) -> str:
+    """One line: what the experiment keeps in storage, by the checkpoint policy's manifest, and its size."""
+    path = res.uri.removeprefix("s3://")
+    total = tree_bytes(res.storage.fs, path)
+    try:
+        manifest = json.loads(res.storage.read_text(f"{path}/{CHECKPOINT_MANIFEST}"))
+    except (OSError, ValueError):
+        return f"Storage: {megabytes(total)} in {res.uri} (no checkpoint policy recorded: an older experiment)."
+    kept = manifest.get("kept", {})
+    what = "best weights" if manifest.get("state") == "weights" else "full state and best weights"
+    rule = manifest.get("keep") + (f" {manifest['limit']}" if manifest.get("keep") == "top" else "")
+    names = ", ".join(f"{e['variant']} s{e['seed']}" for e in kept.values()) or "none"
+    if len(kept) > 8:
+        names = f"{len(kept)} trials"
+    return (f"Storage: {len(kept)} finished trial(s) keep their {what} ({megabytes(manifest.get('kept_bytes', 0))}; "
+            f"checkpoint policy keep={rule}: {names}); "
+            f"{megabytes(manifest.get('freed_bytes', 0))} of checkpoints deleted as trials finished; "
+            f"{megabytes(total)} in {res.uri} in all.")

@@ -1,4 +1,5 @@
-"""Checkpoints: everything needed to continue a run exactly where it stopped."""
+"""Checkpoints: everything needed to continue a run exactly where it stopped (the full state), or only the best
+epoch's weights that a finished run keeps (`kind: best_weights`, about a third of the full state with Adam)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
+BEST_WEIGHTS = "best_weights"  # `kind` of a finished run's checkpoint: no optimizer, scheduler or RNG state
 
 
 def rng_state() -> dict[str, Any]:
@@ -51,6 +53,16 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises RuntimeError, EOFError, pickle errors... for a damaged file
         raise CorruptCheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= set(state):
+    needs = {"model", "epoch"} if isinstance(state, dict) and state.get("kind") == BEST_WEIGHTS \
+        else {"model", "optimizer", "epoch"}
+    if not isinstance(state, dict) or not needs <= set(state):
         raise CorruptCheckpointError(f"{path}: not an mtl-tune checkpoint")
     return state
+
+
+def best_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The best epoch's model weights in any checkpoint: a finished run's `best_weights`, or a full state's
+    `best_model` (None there when the best epoch is the checkpoint's own epoch, whose weights are `model`)."""
+    if state.get("kind") == BEST_WEIGHTS:
+        return state["model"]
+    return state.get("best_model") or state["model"]

@@ -159,3 +159,27 @@ def evaluate(model: nn.Module, loader, rt: Runtime, tta: str = "off") -> dict[st
     metrics["eval_img_per_s"] = images / max(seconds, 1e-9)
     metrics["eval_seconds"] = seconds
     return metrics
+
+
+@dataclass
+class Timings:
+    """Where a run's wall time goes, in seconds (cumulative): reported as `time_*` metrics every epoch."""
+
+    startup: float = 0.0  # from train() to the first step: data (generation or decoding), model, resume
+    data_setup: float = 0.0  # the part of start-up spent opening / decoding the datasets
+    data: float = 0.0  # waiting for the loader during training
+    train: float = 0.0  # training steps (forward, backward, optimizer)
+    eval: float = 0.0
+    checkpoint: float = 0.0  # saving, plus Tune's copy into the experiment storage
+
+    def add(self, train: float, data: float, evaluation: float) -> None:
+        self.train, self.data, self.eval = self.train + train, self.data + data, self.eval + evaluation
+
+    def as_metrics(self, wall: float, pending_checkpoint: float = 0.0) -> dict[str, float]:
+        parts = {"startup": self.startup, "data": self.data, "train": self.train, "eval": self.eval,
+                 "checkpoint": self.checkpoint + pending_checkpoint}
+        out = {f"time_{k}_s": round(v, 3) for k, v in parts.items()}
+        out.update(time_data_setup_s=round(self.data_setup, 3), time_wall_s=round(wall, 3),
+                   time_other_s=round(max(wall - sum(parts.values()), 0.0), 3),
+                   time_in_steps=round((self.train + self.eval) / max(wall, 1e-9), 4))
+        return out

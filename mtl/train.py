@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,13 @@ import numpy as np
 import torch
 import yaml
 
-from mtl.checkpoint import CorruptCheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mtl import checkpoint as ckpt_io
+from mtl.checkpoint import BEST_WEIGHTS, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import open_dataset
 from mtl.data.loading import build_data, make_loaders
 from mtl.data.transforms import JointTransform
-from mtl.engine import Diverged, Runtime, evaluate, train_one_epoch
+from mtl.engine import Diverged, Runtime, Timings, evaluate, train_one_epoch
 from mtl.export import export_predictions
 from mtl.losses import TaskWeighting
 from mtl.models import build_model, count_parameters
@@ -103,6 +103,7 @@ class _Run:
         self.parameters = count_parameters(self.model)
         self.epoch = 0
         self.best: dict[str, float] = {"best_multitask": float("-inf"), "best_epoch": 0, "best_score": float("-inf")}
+        self.best_weights: dict[str, torch.Tensor] | None = None  # a CPU copy of the best epoch's weights
 
     def checkpoint_due(self) -> bool:
         return self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs
@@ -111,7 +112,16 @@ class _Run:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "weighting": self.weighting.state_dict(),
                 "scaler": self.rt.scaler.state_dict() if self.rt.scaler else None, "epoch": self.epoch,
-                "best": self.best, "rng": rng_state(), "config": self.cfg.to_flat()}
+                "best": self.best, "rng": ckpt_io.rng_state(), "config": self.cfg.to_flat(),
+                # the best epoch's weights ride along while they differ from the current ones, so a resumed run
+                # still ends with them (finished trials keep only these: see final_state)
+                "best_model": self.best_weights if self.best["best_epoch"] != self.epoch else None}
+
+    def final_state(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What a finished run keeps by default: the best epoch's weights, no optimizer or RNG state."""
+        weights = self.best_weights or _cpu_copy(self.model.state_dict())
+        return {"kind": BEST_WEIGHTS, "model": weights, "epoch": self.epoch, "best": self.best,
+                "config": self.cfg.to_flat(), "final_metrics": metrics}
 
     def load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -121,7 +131,9 @@ class _Run:
         if self.rt.scaler is not None and state.get("scaler"):
             self.rt.scaler.load_state_dict(state["scaler"])
         self.epoch, self.best = state["epoch"], state["best"]
-        set_rng_state(state["rng"])
+        ckpt_io.set_rng_state(state["rng"])
+        current = _cpu_copy(state["model"]) if self.best["best_epoch"] == self.epoch else None
+        self.best_weights = state.get("best_model") or current
 
     def run_epoch(self) -> dict[str, Any]:
         cfg, epoch = self.cfg, self.epoch
@@ -142,11 +154,16 @@ class _Run:
         if selection_score(val, cfg.tasks) > self.best.get("best_score", self.best["best_multitask"]):
             self.best = {"best_multitask": val["multitask"], "best_epoch": self.epoch,
                          "best_score": selection_score(val, cfg.tasks)}
+            self.best_weights = _cpu_copy(self.model.state_dict())
         return {"epoch": self.epoch, **train, **val, "lr": lr, "w_semseg": weights.get("semseg", 0.0),
                 "w_depth": weights.get("depth", 0.0),
                 "epoch_seconds": time.perf_counter() - start, "peak_memory_mb": _peak_memory_mb(self.device),
                 "parameters": self.parameters, **self.best,
                 "status": "completed" if self.epoch == cfg.epochs else "running"}
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 def selection_score(val: dict[str, float], tasks: tuple[str, ...]) -> float:
@@ -156,30 +173,6 @@ def selection_score(val: dict[str, float], tasks: tuple[str, ...]) -> float:
     return val["semseg_miou"] if tasks == ("semseg",) else -val["depth_silog"]
 
 
-@dataclass
-class Timings:
-    """Where a run's wall time goes, in seconds (cumulative): reported as `time_*` metrics every epoch."""
-
-    startup: float = 0.0  # from train() to the first step: data (generation or decoding), model, resume
-    data_setup: float = 0.0  # the part of start-up spent opening / decoding the datasets
-    data: float = 0.0  # waiting for the loader during training
-    train: float = 0.0  # training steps (forward, backward, optimizer)
-    eval: float = 0.0
-    checkpoint: float = 0.0  # saving, plus Tune's copy into the experiment storage
-
-    def add(self, train: float, data: float, evaluation: float) -> None:
-        self.train, self.data, self.eval = self.train + train, self.data + data, self.eval + evaluation
-
-    def as_metrics(self, wall: float, pending_checkpoint: float = 0.0) -> dict[str, float]:
-        parts = {"startup": self.startup, "data": self.data, "train": self.train, "eval": self.eval,
-                 "checkpoint": self.checkpoint + pending_checkpoint}
-        out = {f"time_{k}_s": round(v, 3) for k, v in parts.items()}
-        out.update(time_data_setup_s=round(self.data_setup, 3), time_wall_s=round(wall, 3),
-                   time_other_s=round(max(wall - sum(parts.values()), 0.0), 3),
-                   time_in_steps=round((self.train + self.eval) / max(wall, 1e-9), 4))
-        return out
-
-
 def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:
     """The report of a run whose loss blew up: the field scores such a model 0."""
     return {"epoch": run.epoch + 1, "status": "diverged", "diverged_reason": str(error), "multitask": 0.0,
@@ -187,9 +180,11 @@ def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:
 
 
 def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | Path | None = None,
-          out_dir: str | Path | None = None, progress: bool = False, decoded: dict | None = None) -> dict[str, Any]:
+          out_dir: str | Path | None = None, progress: bool = False, decoded: dict | None = None,
+          final: str = "full") -> dict[str, Any]:
     """Train (or resume from `checkpoint_dir`) and call report(metrics, checkpoint_path) every epoch, with a
-    checkpoint every `checkpoint_every` epochs and at the last one (None in between).
+    checkpoint every `checkpoint_every` epochs and at the last one (None in between). The last one is the full
+    state, or with `final="weights"` the best epoch's weights only (`Run.final_state`).
 
     Checkpoints go to out_dir/last and out_dir/best when `out_dir` is given, otherwise to a temporary
     directory that lives until `report` returns (Tune copies it to the experiment storage). `decoded`: the
@@ -198,6 +193,9 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | 
     started = time.perf_counter()
     run = _Run(cfg, progress, decoded)
     state = _resume_state(checkpoint_dir, run.device)
+    if state is not None and state.get("kind") == BEST_WEIGHTS:  # finished already (retried after its last report)
+        report(state["final_metrics"], None)
+        return state["final_metrics"]
     if state is not None:
         run.load(state)
     run.times.startup = time.perf_counter() - started
@@ -209,7 +207,7 @@ def train(cfg: TrialConfig, report: Report | None = None, checkpoint_dir: str | 
             metrics = _diverged(run, e)
             report(metrics, None)
             return metrics
-        metrics = _report_epoch(run, metrics, report, out_dir, started)
+        metrics = _report_epoch(run, metrics, report, out_dir, started, final)
     if cfg.export_predictions and out_dir:
         export_test_predictions(run, Path(out_dir) / "predictions")
     return metrics
@@ -228,7 +226,7 @@ def _resume_state(checkpoint_dir: str | Path | None, device: torch.device) -> di
 
 
 def _report_epoch(run: _Run, metrics: dict[str, Any], report: Report, out_dir: str | Path | None,
-                  started: float) -> dict[str, Any]:
+                  started: float, final: str = "full") -> dict[str, Any]:
     """Checkpoint when due, then report; the time split so far rides along (`time_*` keys). Tune persists
     a checkpoint inside report(): that copy counts as checkpoint time from the next epoch's figures on."""
     tick = time.perf_counter()
@@ -237,7 +235,8 @@ def _report_epoch(run: _Run, metrics: dict[str, Any], report: Report, out_dir: s
         report(metrics, None)
         return metrics
     with (nullcontext(str(Path(out_dir) / "last")) if out_dir else tempfile.TemporaryDirectory()) as ckpt:
-        save_checkpoint(ckpt, run.state())
+        last = final == "weights" and run.epoch == run.cfg.epochs and not out_dir
+        save_checkpoint(ckpt, run.final_state(metrics) if last else run.state())
         if out_dir and run.best["best_epoch"] == run.epoch:
             save_checkpoint(Path(out_dir) / "best", run.state())
         now = time.perf_counter()

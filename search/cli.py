@@ -13,7 +13,7 @@ from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
-from search.spec import SpecError, check_metric, scheduler_flag
+from search.spec import SpecError, check_metric, checkpoints_flag, scheduler_flag
 from search.trials import Experiment, check_grace_period, load_experiment
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scheduler", metavar="TYPE[,KEY=VALUE...]",
                    help="replace the spec's scheduler: none, asha or median, with grace_period, reduction_factor, "
                         "seed_aware (e.g. asha,grace_period=1,seed_aware=false)")
+    p.add_argument("--checkpoints", metavar="KEEP[,KEY=VALUE...]",
+                   help="what finished trials keep: auto, none, rows, top or all, with top=K and state=weights|full "
+                        "(e.g. top,top=5); default: the spec's checkpoints block")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                    help="override a fixed TrialConfig key of the spec (repeatable), e.g. --set pretrained=false")
     p.add_argument("--wandb", default="off", choices=("off", "offline", "online"))
@@ -64,6 +67,9 @@ def _experiment(args: argparse.Namespace) -> Experiment:
             check_metric(block.metric, "metric", "--scheduler")
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"scheduler": block}), scheduler=block.type)
         check_grace_period(exp)
+    if args.checkpoints:
+        block = checkpoints_flag(args.checkpoints, exp.spec.checkpoints)
+        exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"checkpoints": block}))
     return exp
 
 

@@ -19,8 +19,9 @@ from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
-from search.record import EXIT_INTERRUPTED, experiment_record, finished_record
-from search.storage import Storage
+from search.record import EXIT_INTERRUPTED, EXIT_STORAGE_FULL, experiment_record, finished_record
+from search.retention import CheckpointRetention, storage_full_reason
+from search.storage import Storage, free_bytes, megabytes
 from search.trials import Experiment
 
 
@@ -96,8 +97,9 @@ def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callback
     run_config = tune.RunConfig(
         name=exp.name, storage_path=storage.root, storage_filesystem=storage.fs,
         failure_config=tune.FailureConfig(max_failures=3),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=exp.metric,
-                                                checkpoint_score_order=exp.mode),
+        # a running trial keeps its latest full state only (what a resume needs); its last checkpoint is the best
+        # epoch's weights, and search.retention deletes what finished trials need not keep
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1,
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
     max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
@@ -147,6 +149,17 @@ def _resume_command(args: argparse.Namespace) -> str:
     return "python run_search.py " + " ".join(argv + ([] if "--resume" in argv else ["--resume"]))
 
 
+def _storage_full(reason: str, storage: Storage, exp_path: str, args: argparse.Namespace) -> int:
+    """The storage ran out: Tune saved the experiment; every finished trial's result is kept."""
+    free = free_bytes(storage.fs, exp_path)
+    room = f"{megabytes(free)} free" if free is not None else "an object store: check its quota"
+    print(f"error: the storage is full: {storage.display(exp_path)} ({room}): {reason}. The search stopped "
+          f"cleanly; finished trials are kept and unfinished ones continue from their last checkpoints. Free some "
+          f"space (or lower what finished trials keep: --checkpoints none|rows|top), then continue with: "
+          f"{_resume_command(args)}", flush=True)
+    return EXIT_STORAGE_FULL
+
+
 def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
     # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
@@ -160,7 +173,10 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     _watch_lines(exp, storage, dashboard, wandb_dir)
     if not args.address:
         _prepare_data(exp)
-    _, interrupted = _fit(_tuner(exp, args, storage, callbacks))
+    _, interrupted = _fit(_tuner(exp, args, storage, [*callbacks, CheckpointRetention(exp, storage)]))
+    full = storage_full_reason(storage, exp.name)
+    if full:
+        return _storage_full(full, storage, exp_path, args)
     try:
         results = load_results(storage.display(exp_path))
         storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))

@@ -14,6 +14,7 @@ from search.trials import Experiment
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_STORAGE_FULL = 75  # EX_TEMPFAIL: free space, then --resume
 
 
 def experiment_record(exp: Experiment) -> str:

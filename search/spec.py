@@ -14,6 +14,7 @@
     resources: {cpus: 1, gpus: 0.25}
     report: {columns: [...], order: [...], baseline: "...", single_task: DIR}   # DIR: Δm % reference
     trial_price_per_hour: 0.27                   # optional: cost column in reports
+    checkpoints: {keep: auto|none|rows|top|all, top: 3, state: weights|full}   # what finished trials keep
 
 Every problem is a `SpecError` naming the file and the key, raised before anything starts.
 """
@@ -63,20 +64,50 @@ class SchedulerBlock(_Strict):
 
 def scheduler_flag(text: str, current: SchedulerBlock) -> SchedulerBlock:
     """`--scheduler asha,grace_period=1,seed_aware=false` -> the spec's scheduler block with those changes."""
+    return _block_flag("--scheduler", text, current, "type", "none, asha, median")
+
+
+def _block_flag(flag: str, text: str, current: BaseModel, first: str, allowed: str):
+    """`FIRST[,key=value...]` (or only key=value pairs) -> a copy of the spec block `current` with those changes."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise SpecError(f"--scheduler: expected TYPE[,key=value...] with TYPE one of none, asha, median; got {text!r}")
-    kind, *pairs = parts
-    values = {**current.model_dump(), "type": kind}
-    for pair in pairs:
+        raise SpecError(f"{flag}: expected {first.upper()}[,key=value...] with {first.upper()} one of {allowed}; "
+                        f"got {text!r}")
+    values = current.model_dump()
+    if "=" not in parts[0]:
+        values[first] = parts.pop(0)
+    for pair in parts:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SpecError(f"--scheduler: expected TYPE[,key=value...], got {pair!r}")
+            raise SpecError(f"{flag}: expected {first.upper()}[,key=value...], got {pair!r}")
         values[key.strip()] = yaml.safe_load(value)
     try:
-        return SchedulerBlock(**values)
+        return type(current)(**values)
     except ValidationError as e:
-        raise SpecError(validation_message("--scheduler", e).replace("Input should be", "allowed:")) from None
+        raise SpecError(validation_message(flag, e).replace("Input should be", "allowed:")) from None
+
+
+class CheckpointsBlock(_Strict):
+    """What a trial keeps in storage (search/retention.py). A running trial always keeps its latest full state
+    (weights, optimizer, RNG) to resume from; when it finishes, only what a feature needs stays:
+    keep: auto   - `rows` for matrices, `all` when the report evaluates checkpoints post hoc (`report.posthoc_tta`),
+                   `top` for sampled searches
+          rows   - the best trial of each row (the report's example predictions; `analysis.export` of the best)
+          top    - the `top` best trials of the experiment
+          all    - every completed trial
+          none   - nothing (the report then has no example predictions)
+    state: weights - the best epoch's weights only (no optimizer moments: about a third of the full state)
+           full    - the full state at the last epoch plus the best weights (to train on later)
+    Trials stopped early, diverged or out of memory keep nothing."""
+
+    keep: Literal["auto", "none", "rows", "top", "all"] = "auto"
+    top: int = Field(3, ge=1)
+    state: Literal["weights", "full"] = "weights"
+
+
+def checkpoints_flag(text: str, current: CheckpointsBlock) -> CheckpointsBlock:
+    """`--checkpoints top,top=5,state=full` -> the spec's checkpoints block with those changes."""
+    return _block_flag("--checkpoints", text, current, "keep", "auto, none, rows, top, all")
 
 
 class ResourcesBlock(_Strict):
@@ -110,6 +141,7 @@ class Spec(_Strict):
     resources: ResourcesBlock = ResourcesBlock()
     report: ReportBlock = ReportBlock()
     trial_price_per_hour: float | None = Field(None, ge=0)
+    checkpoints: CheckpointsBlock = CheckpointsBlock()
 
     @field_validator("seeds")
     @classmethod
@@ -122,7 +154,7 @@ class Spec(_Strict):
 
 
 _MERGED_DICTS = ("fixed", "grid", "zip", "space")
-_MERGED_BLOCKS = ("search", "scheduler", "resources", "report")
+_MERGED_BLOCKS = ("search", "scheduler", "resources", "report", "checkpoints")
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:

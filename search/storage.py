@@ -6,7 +6,10 @@ or `AWS_ENDPOINT_URL`), credentials and region from the usual AWS chain - never 
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -79,3 +82,48 @@ def split_experiment_uri(uri: str) -> tuple[Storage, str]:
     """`results/task_weights` or `s3://bucket/prefix/task_weights` -> (storage of the parent, name)."""
     parent, name = uri.rstrip("/").rsplit("/", 1) if "/" in uri.rstrip("/") else (".", uri)
     return open_storage(parent), name
+
+
+def tree_bytes(fs: pafs.FileSystem, path: str) -> int:
+    """Bytes under `path` (a file or a folder, local or S3); 0 when it is not there."""
+    try:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return int(info.size or 0)
+        if info.type != pafs.FileType.Directory:
+            return 0
+        return sum(int(f.size or 0) for f in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                   if f.type == pafs.FileType.File)
+    except OSError:
+        return 0
+
+
+def free_bytes(fs: pafs.FileSystem, path: str) -> int | None:
+    """Free space of the file system that holds `path`; None for object stores (S3 reports no free space)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return None
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe.rstrip("/"))
+    return shutil.disk_usage(probe or "/").free
+
+
+_FULL = re.compile(r"no space left|disk quota|quota ?exceeded|insufficient ?storage|ENOSPC|EDQUOT", re.I)
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """A write that failed for lack of space: ENOSPC / EDQUOT locally, a quota or 'insufficient storage' answer
+    from an object store (pyarrow wraps those in OSError with the service's message)."""
+    for _ in range(8):  # the exception and what caused it
+        if error is None:
+            return False
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if _FULL.search(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def megabytes(n: float) -> str:
+    return f"{n / 2**20:,.0f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"

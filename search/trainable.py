@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 import yaml
 from ray import tune
@@ -13,7 +16,12 @@ from ray import tune
 from analysis.results import TRIAL_CONFIG_FILE
 from mtl.data.loading import decoded_key
 from mtl.train import train
+from search.retention import STORAGE_FULL
+from search.storage import free_bytes, is_storage_full, megabytes, tree_bytes
 from search.trials import Experiment, format_value
+
+# room left beside the next checkpoint: Tune's own state and results, the finished trials' weights copies
+STORAGE_RESERVE_BYTES = int(float(os.environ.get("MTL_TUNE_STORAGE_RESERVE_MB", "64")) * 2**20)
 
 
 def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | None = None) -> None:
@@ -37,10 +45,17 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
 
     def report(metrics: dict[str, Any], checkpoint_path: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_path) if checkpoint_path else None
-        tune.report({**metrics, **tags}, checkpoint=checkpoint)
+        try:
+            if checkpoint_path:
+                _check_room(checkpoint_path)
+            tune.report({**metrics, **tags}, checkpoint=checkpoint)
+        except OSError as e:
+            if not is_storage_full(e):
+                raise
+            _stop_for_storage(str(e).strip().splitlines()[0][:300], metrics, tags, experiment.metric)
 
     try:
-        _train_or_resume(cfg, report, config["variant"], decoded)
+        _train_or_resume(cfg, report, config["variant"], decoded, experiment.spec.checkpoints.state)
     except (torch.OutOfMemoryError, MemoryError) as e:
         # the same trial would run out of memory again on a retry: record it and let the search go on
         reason = f"out of memory: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}"
@@ -51,13 +66,37 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
 SIMULATE_OOM_ENV = "MTL_TUNE_SIMULATE_OOM"  # test hook: trials of this variant run out of memory at once
 
 
-def _train_or_resume(cfg, report, variant: str, decoded: dict | None) -> None:
+class StorageFullError(OSError):
+    """The next checkpoint does not fit in the experiment's storage."""
+
+
+def _check_room(checkpoint_path: str) -> None:
+    """Refuse a checkpoint that would leave less than the reserve free (local storage; S3 tells no free space):
+    failing here, before the disk is full, leaves room for Tune to save the experiment cleanly."""
+    storage = tune.get_context().get_storage()
+    free = free_bytes(storage.storage_filesystem, storage.trial_fs_path)
+    need = tree_bytes(pafs.LocalFileSystem(), str(Path(checkpoint_path).resolve())) + STORAGE_RESERVE_BYTES
+    if free is not None and free < need:
+        raise StorageFullError(28, f"no space left for a checkpoint: {storage.trial_fs_path} has {megabytes(free)} "
+                                   f"free, the next checkpoint and a reserve need {megabytes(need)}")
+
+
+def _stop_for_storage(reason: str, metrics: dict[str, Any], tags: dict[str, Any], metric: str) -> None:
+    """Tell the driver (search.retention stops the search at this result, as Ctrl-C would), then wait for it: the
+    trial must stay unfinished so that `--resume` continues it from its last checkpoint."""
+    tune.report({**tags, "status": STORAGE_FULL, "storage_full_reason": reason, "epoch": metrics.get("epoch", 0),
+                 metric: float("nan")})
+    time.sleep(300)
+    raise StorageFullError(28, reason)
+
+
+def _train_or_resume(cfg, report, variant: str, decoded: dict | None, final: str = "full") -> None:
     if os.environ.get(SIMULATE_OOM_ENV) == variant:
         raise torch.OutOfMemoryError(f"simulated by {SIMULATE_OOM_ENV}: tried to allocate 2.00 GiB")
     previous = tune.get_checkpoint()
     if previous is None:
-        train(cfg, report, decoded=decoded)
+        train(cfg, report, decoded=decoded, final=final)
         return
     with tempfile.TemporaryDirectory() as local:
         previous.to_directory(local)  # a local copy: Tune may prune the stored one while we train
-        train(cfg, report, checkpoint_dir=local, decoded=decoded)
+        train(cfg, report, checkpoint_dir=local, decoded=decoded, final=final)

@@ -34,6 +34,7 @@ variants:
   - {name: exploding, optimizer: sgd, lr: 1000.0}
 seeds: 2
 trial_price_per_hour: 0.9
+report: {posthoc_tta: ["off", flip]}  # every completed trial keeps its best weights (the checkpoint policy)
 """, name="report_e2e")
     assert run_search([str(spec), "--profile", "smoke", "--storage", str(tmp / "results"), "--no-dashboard"]) == 0
     return str(tmp / "results" / "report_e2e")

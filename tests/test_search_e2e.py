@@ -55,6 +55,9 @@ variants:
     record = json.loads((exp_dir / "mtl_experiment.json").read_text())
     assert record["profile"] == "smoke" and record["baseline"] == "steady" and record["set"] == {"weight_decay": 5e-4}
     assert (df["config/weight_decay"] == 5e-4).all()
+    checkpoints = {v: len(list((exp_dir / d).glob("checkpoint_*"))) for v, d in zip(df["variant"], df["trial_dir"],
+                                                                                   strict=True)}
+    assert checkpoints == {"steady": 1, "exploding": 0}  # a diverged trial keeps nothing
     trial_dirs = sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name != "wandb")
     assert all((d / "trial_config.yaml").is_file() and (d / "progress.csv").is_file() for d in trial_dirs)
     # W&B offline: one run per trial, whose config is the whole resolved TrialConfig
@@ -123,6 +126,11 @@ metric: depth_silog
     assert "stopped early at epoch 1" in statuses  # ASHA halved the field at the first rung
     stopped = df[df["status"] == "stopped early at epoch 1"]
     assert (stopped["epochs_run"] == 1).all()
+    # the checkpoint policy of a sampled search: the best 3 completed trials keep their best weights, no other
+    exp_dir = tmp_path / "results" / "optuna_e2e"
+    kept = {d for d in df["trial_dir"] if any((exp_dir / d).glob("checkpoint_*"))}
+    completed = df[df["status"] == "completed"].sort_values("depth_silog")
+    assert kept == set(completed["trial_dir"][:3])
     # the report of a sampled search: importance (Optuna's evaluator), parallel coordinates, best-so-far with stops
     from analysis.report import build_report
 

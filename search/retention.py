@@ -1,0 +1,134 @@
+"""The checkpoint policy: what a finished trial keeps in storage, enforced as a Ray Tune `Callback`.
+
+A running trial keeps one checkpoint, its latest full state (Tune's `CheckpointConfig(num_to_keep=1)`), which is
+all `--resume` needs. When it finishes, `mtl.train` makes its last checkpoint the best epoch's weights only
+(`checkpoints.state: weights`), and this callback deletes what no feature needs (`checkpoints.keep`, see
+`search.spec.CheckpointsBlock`): trials stopped early, diverged or out of memory keep nothing; of the completed
+ones, the best of each row (`rows`), the best `top` (`top`), all or none. Errored trials keep their state:
+`--resume` retries them from it. What is kept, and how much was freed, is written to `checkpoints.json`
+next to the results, which the report reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from typing import Any
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from search.storage import Storage, tree_bytes
+from search.trials import Experiment
+
+MANIFEST_FILE = "checkpoints.json"
+STORAGE_FULL = "storage_full"  # the `status` a trial reports when its checkpoint would not fit
+# experiment path -> why its storage ran out. Module-level: `Tuner.restore` runs the callback unpickled from the
+# experiment, not the driver's own instance
+_FULL: dict[str, str] = {}
+
+
+def storage_full_reason(storage: Storage, name: str) -> str | None:
+    return _FULL.pop(storage.experiment(name), None)
+
+
+def keep_rule(exp: Experiment) -> tuple[str, int | None]:
+    """The resolved `checkpoints.keep` and how many trials a group keeps (None: no limit)."""
+    block = exp.spec.checkpoints
+    keep = block.keep
+    if keep == "auto":
+        keep = "all" if exp.spec.report.posthoc_tta else "top" if exp.space else "rows"
+    return keep, {"rows": 1, "top": block.top, "all": None, "none": 0}[keep]
+
+
+def _score(result: dict[str, Any], metric: str, mode: str) -> tuple:
+    """Sort key, larger is better: a score beats none (single-task rows have no multitask); ties go to the
+    lower seed, as the report's `best_trial_id` picks them."""
+    value = result.get(metric)
+    ok = isinstance(value, (int, float)) and not math.isnan(value)
+    return (ok, (value if mode == "max" else -value) if ok else 0.0, -int(result.get("seed") or 0))
+
+
+class CheckpointRetention(tune.Callback):
+    """Deletes what finished trials need not keep, as they finish; stops the search when storage runs out."""
+
+    def __init__(self, exp: Experiment, storage: Storage) -> None:
+        self.keep, self.limit = keep_rule(exp)
+        self.state = exp.spec.checkpoints.state
+        self.metric, self.mode = exp.metric, exp.mode
+        self.storage, self.exp_path = storage, storage.experiment(exp.name)
+        self.manifest_path = f"{self.exp_path}/{MANIFEST_FILE}"
+        self.kept: dict[str, dict[str, Any]] | None = None  # trial_id -> its entry in the manifest
+        self.freed = 0
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if result.get("status") == STORAGE_FULL and self.exp_path not in _FULL:
+            _FULL[self.exp_path] = str(result.get("storage_full_reason") or "storage full")
+            # stop as Ctrl-C does: Tune saves the experiment and every unfinished trial resumes from its last
+            # checkpoint (a stopped trial would count as finished)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._load()
+        last = trial.last_result or {}
+        entry = None
+        if last.get("status") == "completed" and self.limit != 0 and trial.checkpoint is not None:
+            entry = {"variant": last.get("variant"), "seed": last.get("seed"), "score": _score(last, self.metric,
+                     self.mode), "path": trial.checkpoint.path}
+        self._prune(trial, keep=entry["path"] if entry else None)
+        if entry is not None:
+            self._admit(trial.trial_id, entry)
+        self._write()
+
+    def _admit(self, trial_id: str, entry: dict[str, Any]) -> None:
+        """Add a completed trial; evict whatever its group (a row, or the experiment) now holds beyond the limit."""
+        entry["bytes"] = tree_bytes(self.storage.fs, entry["path"])
+        self.kept[trial_id] = entry
+        if self.limit is None:
+            return
+        group = [t for t, e in self.kept.items() if self.keep != "rows" or e["variant"] == entry["variant"]]
+        ranked = sorted(group, key=lambda t: tuple(self.kept[t]["score"]), reverse=True)
+        for loser in ranked[self.limit:]:
+            self._delete(self.kept.pop(loser)["path"])
+
+    def _prune(self, trial, keep: str | None) -> None:
+        """Delete the trial's checkpoint folders but `keep` (also half-written ones of a failed save)."""
+        fs, root = self.storage.fs, trial.storage.trial_fs_path
+        try:
+            listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        except OSError:
+            return
+        for info in listing:
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_") \
+                    and info.path.rstrip("/") != (keep or "").rstrip("/"):
+                self._delete(info.path)
+
+    def _delete(self, path: str) -> None:
+        size = tree_bytes(self.storage.fs, path)
+        try:
+            self.storage.fs.delete_dir(path)
+            self.freed += size
+        except OSError:  # gone already, or the storage hiccuped: the next run's report shows what is left
+            pass
+
+    def _load(self) -> None:
+        """The manifest of an earlier run of this experiment (`--resume`), once."""
+        if self.kept is not None:
+            return
+        self.kept = {}
+        try:
+            old = json.loads(self.storage.read_text(self.manifest_path))
+            self.kept, self.freed = old.get("kept", {}), int(old.get("freed_bytes", 0))
+        except (OSError, ValueError):
+            pass
+
+    def _write(self) -> None:
+        manifest = {"keep": self.keep, "limit": self.limit, "state": self.state, "metric": self.metric,
+                    "kept": self.kept, "kept_bytes": sum(e["bytes"] for e in self.kept.values()),
+                    "freed_bytes": self.freed}
+        try:
+            self.storage.write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        except OSError:
+            pass
