@@ -44,7 +44,8 @@ def best_trial(res: ExperimentResults) -> str:
 def build_archive(res: ExperimentResults, trial_id: str, out: Path) -> Path:
     loaded = trial_model(res, trial_id)
     if loaded is None:
-        raise SystemExit(f"{res.uri}: trial {trial_id} kept no checkpoint")
+        raise SystemExit(f"{res.uri}: trial {trial_id} kept no checkpoint (the run's checkpoint policy, "
+                         "checkpoints.json: run it with `--checkpoints rows`, `top` or `all` to keep best weights)")
     cfg, model = loaded
     row = res.frame[res.frame["trial_id"] == trial_id].iloc[0]
     root, stats = dataset_root(cfg)
@@ -104,13 +105,19 @@ def export_best(uri: str, to: str | None = None, out: str | None = None, presign
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
     p.add_argument("--best", action="store_true", required=True, help="export the best completed trial")
     p.add_argument("--to", help="s3://bucket/prefix to upload the archive to")
     p.add_argument("--out", help="local directory for the archive (default: a temporary directory)")
     p.add_argument("--presign", action="store_true", help="also print a presigned download link (7 days)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     record = export_best(a.experiment, a.to, a.out, a.presign)
     print(json.dumps(record, indent=2))

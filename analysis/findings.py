@@ -101,10 +101,12 @@ def measure(f: Finding, exp: SavedExperiment | None) -> dict:
         row.update({"trend": f"slope per unit of {fit['axis']}", "delta": fit["slope"], "delta_ci_low": fit["ci_low"],
                     "delta_ci_high": fit["ci_high"], "p_value": fit["p_value"], "n_trend": int(fit["n"])})
     if f.kind == "diverges":
-        trials = exp.frame[exp.frame["variant"] == f.variant]
+        # trials that trained to the end or diverged; errored or out-of-memory ones say nothing about the claim
+        trials = exp.frame[(exp.frame["variant"] == f.variant) & exp.frame["status"].isin(["completed", "diverged"])]
         row["diverged"] = int((trials["status"] == "diverged").sum())
         row["trials"] = len(trials)
-        row["zero"] = int((pd.to_numeric(trials["multitask"], errors="coerce").fillna(0) <= 0.5).sum())
+        done = trials[trials["status"] == "completed"]
+        row["zero"] = int((pd.to_numeric(done["multitask"], errors="coerce") <= 0.5).sum())
     if f.experiment == "architecture" and len(mine) and len(base):
         for col in ("parameters", "train_time_s"):
             row[f"{col}_ratio"] = float(pd.to_numeric(mine[col]).mean() / pd.to_numeric(base[col]).mean())
@@ -115,9 +117,16 @@ def verdict(f: Finding, r: dict) -> str:
     if isinstance(r.get("note"), str):
         return f"not run: {r['note']}"
     if f.kind == "diverges":
-        failed = max(r["diverged"], r["zero"])
+        if not r.get("trials"):
+            return f"not run: no completed or diverged trial of {f.variant!r} in {f.experiment}"
+        failed = r["diverged"] + r["zero"]
         return "reproduced" if failed == r["trials"] else \
             f"contradicted ({int(r['trials'] - failed)}/{int(r['trials'])} seeds trained)"
+    counts = {k: r.get(k) if isinstance(r.get(k), (int, float)) and r.get(k) == r.get(k) else 0
+              for k in ("n_variant", "n_baseline")}
+    if not counts["n_variant"] or not counts["n_baseline"]:
+        missing = f.variant if not counts["n_variant"] else f.baseline
+        return f"not run: no completed trial of {missing!r} in {f.experiment}"
     p, delta = r.get("p_holm", math.nan), r.get("delta", math.nan)
     if not np.isfinite(p):
         return "unresolved (fewer than 2 seeds on a side)"
@@ -229,13 +238,19 @@ def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     return "\n\n".join([*parts, *([outro] if outro else [])]) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="python -m analysis.findings", description=__doc__.split("\n")[0])
     p.add_argument("experiments", nargs="+", help="experiment folders (local or s3://), e.g. docs/findings/*")
     p.add_argument("--out", default="docs/findings.md", help="the page to write")
     p.add_argument("--intro", help="a Markdown file placed above the tables (setup, explanations)")
     p.add_argument("--outro", help="a Markdown file placed below them (explanations of the verdicts)")
     p.add_argument("--copy", metavar="DIR", help="also copy each experiment's small artifacts into DIR/<name>/")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     if a.copy:
         for uri in a.experiments:

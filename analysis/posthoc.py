@@ -88,12 +88,18 @@ def run_posthoc(uri: str, settings: list[str], split: str = "val") -> Path:
     return out / "table.md"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="python -m analysis.posthoc", description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
     p.add_argument("--tta", default=",".join(TTA_SETTINGS), help="comma-separated settings; the first is the "
                    f"reference (allowed: {', '.join(TTA_SETTINGS)})")
     p.add_argument("--split", default="val", choices=("val", "test"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     settings = [s.strip() for s in a.tta.split(",") if s.strip()]
     bad = [s for s in settings if s not in TTA_SETTINGS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from ray.tune import Checkpoint
 
 from analysis.results import ExperimentResults
 from mtl.checkpoint import best_weights, load_checkpoint
@@ -19,8 +20,7 @@ from mtl.models import build_model
 def trial_model(res: ExperimentResults, trial_id: str) -> tuple[TrialConfig, torch.nn.Module] | None:
     """The trial's model with its best epoch's weights loaded (on the CPU), or None when it kept no checkpoint
     (the checkpoint policy keeps them for some finished trials only: search/retention.py)."""
-    trial = next(t for t in res.analysis.trials if t.trial_id == trial_id)
-    state = _kept_state(res, trial)
+    state = _kept_state(res, trial_id)
     if state is None:
         return None
     values = {k: v for k, v in res.configs[trial_id].items() if k != "variant"}
@@ -31,20 +31,27 @@ def trial_model(res: ExperimentResults, trial_id: str) -> tuple[TrialConfig, tor
     return cfg, model.eval()
 
 
-def _kept_state(res: ExperimentResults, trial) -> dict | None:
-    """The trial's latest checkpoint: a finished trial's best weights, or (experiments from before the policy,
-    which kept full states at the last and the best epochs) the best-scoring one."""
-    latest = trial.checkpoint
-    if latest is None or not res.storage.exists(latest.path):
-        return None
-    with latest.as_directory() as directory:
-        state = load_checkpoint(directory)
-    if "kind" in state or "best_model" in state:
+def _kept_state(res: ExperimentResults, trial_id: str) -> dict | None:
+    """What the trial kept: by the checkpoint policy's manifest, or else Tune's latest checkpoint (a running trial's
+    full state; in experiments from before the policy, which kept the full states of the last and the best
+    epochs, the best-scoring one)."""
+    kept = res.kept_checkpoints
+    if kept is not None and trial_id in kept:
+        return _load(res, Checkpoint(kept[trial_id], filesystem=res.storage.fs))
+    if kept is not None and not res.partial:
+        return None  # the policy deleted it
+    trial = next((t for t in res.tune_analysis().trials if t.trial_id == trial_id), None)
+    state = _load(res, trial.checkpoint) if trial is not None else None
+    if state is None or "kind" in state or "best_model" in state:
         return state
-    older = res.analysis.get_best_checkpoint(trial, metric=res.metric, mode=res.mode)
-    if older is None or not res.storage.exists(older.path):
-        return state
-    with older.as_directory() as directory:
+    older = res.tune_analysis().get_best_checkpoint(trial, metric=res.metric, mode=res.mode)
+    return _load(res, older) or state
+
+
+def _load(res: ExperimentResults, checkpoint: Checkpoint | None) -> dict | None:
+    if checkpoint is None or not res.storage.exists(checkpoint.path):
+        return None  # deleted by the checkpoint policy
+    with checkpoint.as_directory() as directory:
         return load_checkpoint(directory)
 
 

@@ -31,6 +31,7 @@ from analysis.tables import (
     TESTED,
     ablation_stats,
     display_table,
+    estimate_line,
     stats_footnote,
     time_split,
     trend_lines,
@@ -38,6 +39,7 @@ from analysis.tables import (
 )
 
 FORMATS = ("md", "tex", "csv", "parquet", "html")
+SEARCH_ROWS = 25  # rows of a sampled search's table: its best trials
 TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg_miou", "depth_silog", "best_epoch",
                  "best_multitask", "train_time_s")
 
@@ -77,7 +79,9 @@ def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
         labels = {t: f"#{i + 1} " + ", ".join(f"{k}={_short(best.loc[j, 'config/' + k])}" for k in keys)
                   for i, (j, t) in enumerate(zip(best.index, best["trial_id"], strict=True))}
         res.frame["variant"] = res.frame["trial_id"].map(labels)
-        rows = [labels[t] for t in best["trial_id"]]
+        # the best SEARCH_ROWS trials: a table, curves and predictions of every trial of a 1000-trial search would
+        # take minutes and say nothing more (every trial is in trials.parquet and the search figures)
+        rows = [labels[t] for t in best["trial_id"]][:SEARCH_ROWS]
         return rows, rows[0] if rows else ""
     rows = spec["report"].get("order") or [r["name"] for r in res.record["rows"]]
     return rows, spec["report"].get("baseline") or res.record["baseline"]
@@ -155,12 +159,10 @@ def _posthoc_section(res: ExperimentResults) -> str:
 
 def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, fits: pd.DataFrame,
              out: Path) -> list[Path]:
-    figs = [plots.curves(res, rows, out / "curves.png"), plots.bars(stats_df, out / "bars.png"),
-            plots.scatter(res.frame, out / "scatter.png")]
-    trend_fig = plots.trends(res.frame, fits, out / "trends.png")
-    figs += [trend_fig] if trend_fig else []
-    grid = plots.predictions(res, rows, out / "predictions.png", images=2 if len(rows) <= 3 else 1)
-    return figs + ([grid] if grid else [])
+    figs = [plots.curves(res, rows, out / "curves.png"), plots.deltas(stats_df, out / "deltas.png"),
+            plots.scatter(res.frame, out / "scatter.png"), plots.trends(res.frame, fits, out / "trends.png"),
+            plots.predictions(res, rows, out / "predictions.png", images=2 if len(rows) <= 3 else 1)]
+    return [f for f in figs if f is not None]
 
 
 def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
@@ -178,8 +180,12 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     tested = [c for c in columns if c in TESTED]
     fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
     search_figures, search_notes = search_section(res, out)  # sampled searches: importance, parallel coordinates
-    notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else ""), *trend_lines(fits), *search_notes]
-    timing = f"{time_split(res.frame)}\n\n{storage_use(res)}"
+    shown = (f" The table shows the best {len(rows)} of {len(res.frame)} sampled trials (all of them are in "
+             "trials.parquet and the search figures)." if len(rows) < len(res.frame) and
+             res.record["spec"].get("space") else "")
+    notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else "") + shown, *trend_lines(fits),
+             *search_notes]
+    timing = "\n\n".join(t for t in (time_split(res.frame), estimate_line(res.record), storage_use(res)) if t)
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
         title = f"# {res.name}" + (" (partial results)" if res.partial else "")
@@ -254,13 +260,19 @@ def watch(uri: str, out: str | None = None, formats=FORMATS, every: float = 60.0
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
     p.add_argument("--out", help="output directory (default EXPERIMENT/report)")
     p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
     p.add_argument("--watch", action="store_true", help="rebuild while the search runs; stop when it ends")
     p.add_argument("--every", type=float, default=60.0, help="seconds between rebuilds with --watch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     if a.every <= 0:
         p.error("--every must be > 0 seconds")

@@ -26,54 +26,72 @@ LOG_AXES = {"lr", "weight_decay"}
 
 def _nan_result(test: str, n: int) -> dict[str, float | str | int]:
     return {"test": test, "n_pairs": n, "delta": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan,
-            "p_value": math.nan, "seeds_needed": math.nan}
+            "p_value": math.nan, "seeds_needed": math.nan, "effect_size": math.nan, "dropped_seeds": ""}
 
 
-def seeds_needed(effect_size: float, paired: bool) -> float:
-    """Seeds per variant at which the test reaches 80 % power at this standardised effect (Cohen's d); inf
-    beyond MAX_SEEDS. Power from statsmodels over every n at once (its root finder fails on tiny effects)."""
+def power_curve(effect_size: float, paired: bool, alpha: float = ALPHA) -> np.ndarray:
+    """Power of the two-sided t-test at n = 2 .. MAX_SEEDS seeds per side, monotone in n. The noncentral t of
+    statsmodels / scipy returns NaN where the noncentrality is large (power ~ 1 there): those points fall back to
+    the normal approximation, and a running maximum removes the numerical wiggles that remain."""
+    n = np.arange(2, MAX_SEEDS + 1)
+    d = abs(effect_size)
+    if paired:
+        power = np.asarray(TTestPower().power(effect_size=d, nobs=n, alpha=alpha), float)
+        nc, df = d * np.sqrt(n), n - 1
+    else:
+        power = np.asarray(TTestIndPower().power(effect_size=d, nobs1=n, alpha=alpha, ratio=1.0), float)
+        nc, df = d * np.sqrt(n / 2), 2 * n - 2
+    normal = stats.norm.sf(stats.t.ppf(1 - alpha / 2, df) - nc)
+    power = np.where(np.isfinite(power), power, normal)
+    return np.maximum.accumulate(power)
+
+
+def seeds_needed(effect_size: float, paired: bool, alpha: float = ALPHA) -> float:
+    """Seeds per variant at which the test reaches 80 % power at this standardised effect (Cohen's d) and this
+    two-sided level - the level the verdict uses (a Holm family of m needs alpha / m at its first step); inf
+    beyond MAX_SEEDS."""
     if not np.isfinite(effect_size) or effect_size == 0:
         return math.inf
-    n = np.arange(2, MAX_SEEDS + 1)
-    if paired:
-        power = TTestPower().power(effect_size=abs(effect_size), nobs=n, alpha=ALPHA)
-    else:
-        power = TTestIndPower().power(effect_size=abs(effect_size), nobs1=n, alpha=ALPHA, ratio=1.0)
-    enough = np.flatnonzero(np.asarray(power) >= POWER)
-    return float(n[enough[0]]) if enough.size else math.inf
+    enough = np.flatnonzero(power_curve(effect_size, paired, alpha) >= POWER)
+    return float(enough[0] + 2) if enough.size else math.inf
 
 
-def compare(variant: pd.Series, baseline: pd.Series, power: bool = True) -> dict[str, float | str | int]:
+def compare(variant: pd.Series, baseline: pd.Series, power: bool = True, alpha: float = ALPHA
+            ) -> dict[str, float | str | int]:
     """Δ = mean(variant) − mean(baseline), its 95 % CI, two-sided p and (with `power`) the seeds needed for
-    80 % power at the observed effect. Both Series are indexed by seed. Paired t-test when every seed appears
-    on both sides (≥ 2 seeds), Welch's t-test otherwise."""
-    needed = seeds_needed if power else (lambda effect, paired: math.nan)
+    80 % power at the observed effect and level `alpha`. Both Series are indexed by seed. The paired t-test on
+    the seeds both sides have (≥ 2; the others are named in `dropped_seeds`), Welch's t-test below 2 shared seeds.
+    Differences without variance leave the test undefined: p is NaN, never "significant"."""
+    needed = (lambda effect, paired: seeds_needed(effect, paired, alpha)) if power else \
+        (lambda effect, paired: math.nan)
     a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
-    paired = len(a) >= 2 and set(a.index) == set(b.index) and a.index.is_unique and b.index.is_unique
-    if paired:
-        diff = (a - b.reindex(a.index)).to_numpy()
+    shared = sorted(set(a.index) & set(b.index)) if a.index.is_unique and b.index.is_unique else []
+    if len(shared) >= 2:
+        dropped = ", ".join(str(s) for s in sorted(set(a.index) ^ set(b.index)))
+        diff = (a.loc[shared] - b.loc[shared]).to_numpy()
         n, mean, sd = len(diff), float(diff.mean()), float(diff.std(ddof=1))
-        if sd == 0:
-            p = 1.0 if mean == 0 else 0.0  # no variance: the test is undefined, the difference is exact
-            return {"test": "paired t", "n_pairs": n, "delta": mean, "delta_ci_low": mean, "delta_ci_high": mean,
-                    "p_value": p, "seeds_needed": math.inf if mean == 0 else 2.0}
+        if sd == 0:  # e.g. two seeds with the same difference: no estimate of the noise
+            return {**_nan_result("paired t (zero variance: undefined)", n), "delta": mean,
+                    "dropped_seeds": dropped}
         half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
-        p = float(stats.ttest_rel(a.to_numpy(), b.reindex(a.index).to_numpy()).pvalue)
+        p = float(stats.ttest_rel(a.loc[shared].to_numpy(), b.loc[shared].to_numpy()).pvalue)
         return {"test": "paired t", "n_pairs": n, "delta": mean, "delta_ci_low": mean - half,
-                "delta_ci_high": mean + half, "p_value": p, "seeds_needed": needed(mean / sd, True)}
+                "delta_ci_high": mean + half, "p_value": p, "seeds_needed": needed(mean / sd, True),
+                "effect_size": mean / sd, "dropped_seeds": dropped}
     if len(a) < 2 or len(b) < 2:
         return _nan_result("Welch t", 0)
     delta = float(a.mean() - b.mean())
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     if va + vb == 0:
-        return {**_nan_result("Welch t", 0), "delta": delta, "p_value": 1.0 if delta == 0 else 0.0}
+        return {**_nan_result("Welch t (zero variance: undefined)", 0), "delta": delta}
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch–Satterthwaite
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(va + vb)
     p = float(stats.ttest_ind(a.to_numpy(), b.to_numpy(), equal_var=False).pvalue)
     pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    effect = delta / pooled if pooled else math.inf
     return {"test": "Welch t", "n_pairs": 0, "delta": delta, "delta_ci_low": delta - half,
-            "delta_ci_high": delta + half, "p_value": p,
-            "seeds_needed": needed(delta / pooled if pooled else math.inf, False)}
+            "delta_ci_high": delta + half, "p_value": p, "seeds_needed": needed(effect, False),
+            "effect_size": effect, "dropped_seeds": ""}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -109,21 +127,26 @@ def trend(x: Sequence[float], y: Sequence[float], seeds: Sequence | None = None,
     seed has every x value."""
     import statsmodels.formula.api as smf
 
-    df = pd.DataFrame({"x": np.log10(np.asarray(x, float)) if log else np.asarray(x, float),
-                       "y": np.asarray(y, float), "seed": list(seeds) if seeds is not None else 0}).dropna()
+    x = np.asarray(x, float)
+    excluded = int((x <= 0).sum()) if log else 0
+    with np.errstate(divide="ignore", invalid="ignore"):  # x <= 0 has no place on a log axis: left out, counted
+        xs = np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan) if log else x
+    df = pd.DataFrame({"x": xs, "y": np.asarray(y, float),
+                       "seed": list(seeds) if seeds is not None else 0}).dropna()
     blocked = seeds is not None and df["seed"].nunique() > 1 and \
         df.groupby("seed")["x"].apply(frozenset).nunique() == 1
     if len(df) < 3 or df["x"].nunique() < 2:
         return {"slope": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "n": len(df),
-                "model": "too few points", "log_x": log}
+                "model": "too few points", "log_x": log, "excluded": excluded}
     fit = smf.ols("y ~ x + C(seed)" if blocked else "y ~ x", data=df).fit()
     low, high = fit.conf_int(alpha=ALPHA).loc["x"]
     if fit.df_resid < 1:
         low = high = math.nan
     return {"slope": float(fit.params["x"]), "ci_low": float(low), "ci_high": float(high),
             "p_value": float(fit.pvalues["x"]) if fit.df_resid >= 1 else math.nan, "n": len(df),
-            "model": "OLS, seed blocks" if blocked else "OLS", "log_x": log,
-            "intercept": float(fit.params["Intercept"])}
+            "model": ("OLS, seed blocks" if blocked else "OLS") + (f"; {excluded} trial(s) at x <= 0 left out of "
+                                                                   "the log axis" if excluded else ""),
+            "log_x": log, "intercept": float(fit.params["Intercept"]), "excluded": excluded}
 
 
 def _coupled(frame: pd.DataFrame, a: str, b: str) -> bool:

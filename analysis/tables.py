@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
-from analysis.stats import compare, holm
+from analysis.stats import compare, holm, seeds_needed
 
 DEFAULT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "parameters", "peak_memory_mb", "train_time_s")
 LABELS = {"multitask": "Multitask", "semseg_miou": "mIoU", "depth_silog": "SI-logRMSE", "depth_abs_rel": "AbsRel",
@@ -91,8 +91,21 @@ def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=
     out["p_holm"] = math.nan
     for _, idx in out.groupby("column").groups.items():  # the family: one metric across the table's variants
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_value"].tolist())
+        _seeds_at_holm_level(out, idx)
     out["within_noise"] = [bool(p >= ALPHA) if np.isfinite(p) else None for p in out["p_holm"]]
     return out
+
+
+def _seeds_at_holm_level(out: pd.DataFrame, idx) -> None:
+    """Seeds needed at the level the verdict uses: a Holm family of m needs raw p < alpha / m at its first step,
+    so 80 % power there is what settles a row whatever the others do."""
+    family = int(np.isfinite(pd.to_numeric(out.loc[idx, "p_value"], errors="coerce")).sum())
+    if "effect_size" not in out or family == 0:
+        return
+    for i in idx:
+        effect, test = out.at[i, "effect_size"], out.at[i, "test"]
+        if isinstance(test, str) and np.isfinite(effect):
+            out.at[i, "seeds_needed"] = seeds_needed(effect, test.startswith("paired"), ALPHA / family)
 
 
 def stats_footnote(stats_df: pd.DataFrame) -> str:
@@ -102,11 +115,17 @@ def stats_footnote(stats_df: pd.DataFrame) -> str:
     used = sorted(t for t in tested.get("test", pd.Series(dtype=object)).dropna().unique() if isinstance(t, str))
     if not used:
         return "No Δ could be tested (fewer than 2 completed seeds on a side)."
-    names = {"paired t": "paired t-test on per-seed differences (every seed present on both sides)",
-             "Welch t": "Welch's t-test (seeds do not pair up)"}
-    return ("Δ against the baseline: " + "; ".join(names[t] for t in used) +
+    names = {"paired t": "paired t-test on the per-seed differences of the seeds both sides have",
+             "Welch t": "Welch's t-test (fewer than 2 seeds in common)"}
+    dropped = sorted({f"{r['variant']} ({r['dropped_seeds']})" for _, r in tested.iterrows()
+                      if isinstance(r.get("dropped_seeds"), str) and r["dropped_seeds"]})
+    undefined = stats_df["test"].astype(str).str.contains("undefined").any() if "test" in stats_df else False
+    return ("Δ against the baseline: " + "; ".join(names.get(t, t) for t in used) +
+            (f"; seeds without a pair left out: {', '.join(dropped)}" if dropped else "") +
+            (". Differences without variance leave the test undefined (no p)" if undefined else "") +
             f". p is Holm–Bonferroni-adjusted across the table's variants per metric (raw p in stats.csv); "
-            f"adjusted p ≥ {ALPHA}: within noise, with the seeds that would give 80 % power at the observed effect.")
+            f"adjusted p ≥ {ALPHA}: within noise, with the seeds that would give 80 % power at the observed effect "
+            "at the level Holm's first step needs (0.05 / the number of tested variants).")
 
 
 def trend_lines(fits: pd.DataFrame) -> list[str]:
@@ -151,6 +170,8 @@ def _delta(r: pd.Series) -> str:
     if not np.isfinite(r["delta"]):
         return ""
     sign = f"{r['delta']:+.2f}"
+    if "undefined" in str(r.get("test")):
+        return sign + " (no variance: test undefined)"
     if r["within_noise"] is None:
         return sign + " (n<2)"
     if np.isfinite(r["delta_ci_low"]) and r["delta_ci_low"] != r["delta_ci_high"]:
@@ -220,3 +241,16 @@ def compact_table(frame: pd.DataFrame) -> str:
     rows = [[r["variant"], r["seed"], r["status"], num(r.get("multitask")), num(r.get("semseg_miou")),
              num(r.get("depth_silog")), r["epochs_run"]] for _, r in frame.iterrows()]
     return tabulate(rows, headers=["variant", "seed", "status", "multitask", "mIoU", "SI-log", "epochs"])
+
+
+def estimate_line(record: dict) -> str:
+    """The dry-run model's estimate of the search's wall time, made as it started, against the measured time."""
+    est, wall = record.get("estimate_s"), record.get("wall_s")
+    if est is None:
+        return f"Wall time: {wall / 60:.1f} min (no estimate recorded)." if wall else ""
+    if not wall:
+        return f"Estimated wall time: {est / 60:.1f} min ({record.get('estimate_how', '')}); the run has not ended."
+    runs = record.get("wall_s_runs") or [wall]
+    return (f"Wall time: {wall / 60:.1f} min measured" + (f" over {len(runs)} driver runs" if len(runs) > 1 else "")
+            + f", {est / 60:.1f} min estimated as it started by the --dry-run model ({record.get('estimate_how')}): "
+            f"{100 * (est - wall) / wall:+.0f} %.")

@@ -19,7 +19,8 @@ from search.trials import Experiment, check_grace_period, load_experiment
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="run_search.py", description="Run an experiment spec as a Ray Tune experiment.")
     p.add_argument("spec", help="experiment YAML (ablations/*.yaml)")
     p.add_argument("--profile", default="auto", choices=PROFILE_NAMES,
@@ -31,8 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
     p.add_argument("--address", help="join a running Ray cluster ('auto' on a `ray up` head node)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once")
-    p.add_argument("--cpus-per-trial", type=float)
-    p.add_argument("--gpus-per-trial", type=float)
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs a trial reserves (and its torch threads); default 1")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs a trial reserves, e.g. 0.25 packs four trials on "
+                   "a GPU; default 1 on a cluster with GPUs, else 0")
     p.add_argument("--seeds", type=int, help="replicate every row over this many seeds")
     p.add_argument("--scheduler", metavar="TYPE[,KEY=VALUE...]",
                    help="replace the spec's scheduler: none, asha or median, with grace_period, reduction_factor, "
@@ -49,7 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--probe-steps", type=int, default=2, help="training steps timed by --dry-run's throughput probe")
     p.add_argument("--gpu-bench", metavar="GPU_JSON", help="--dry-run: gpu.json of `python -m bench.gpu`, whose "
                    "measured packing turns fractional --gpus-per-trial into throughput")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:
@@ -83,7 +89,7 @@ def _dry_run(exp: Experiment, args: argparse.Namespace) -> int:
     slots = max(int((os.cpu_count() or 1) // cpus), 1)
     concurrency = min(args.max_concurrent or exp.spec.search.max_concurrent or slots, slots, exp.trial_count())
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (exp.spec.resources.gpus or 0.0)
-    print(budget(exp, concurrency, max(args.probe_steps, 1), gpus, args.gpu_bench))
+    print(budget(exp, concurrency, max(args.probe_steps, 1), gpus, args.gpu_bench, cpus))
     return 0
 
 

@@ -19,7 +19,7 @@ from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
-from search.record import EXIT_INTERRUPTED, EXIT_STORAGE_FULL, experiment_record, finished_record
+from search.record import EXIT_INTERRUPTED, EXIT_STORAGE_FULL, experiment_record, finished_record, with_estimate
 from search.retention import CheckpointRetention, storage_full_reason
 from search.storage import Storage, free_bytes, megabytes
 from search.trials import Experiment
@@ -97,9 +97,9 @@ def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callback
     run_config = tune.RunConfig(
         name=exp.name, storage_path=storage.root, storage_filesystem=storage.fs,
         failure_config=tune.FailureConfig(max_failures=3),
-        # a running trial keeps its latest full state only (what a resume needs); its last checkpoint is the best
-        # epoch's weights, and search.retention deletes what finished trials need not keep
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # search.retention keeps a running trial's two latest full states and deletes what finished trials need not
+        # keep (Tune's num_to_keep would save the whole experiment after every checkpoint: quadratic in trials)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1,
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
     max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
@@ -149,6 +149,19 @@ def _resume_command(args: argparse.Namespace) -> str:
     return "python run_search.py " + " ".join(argv + ([] if "--resume" in argv else ["--resume"]))
 
 
+def _estimate(exp: Experiment, args: argparse.Namespace) -> tuple[float | None, str]:
+    """The --dry-run model's wall time for this search, on this machine (a cluster's workers are not here)."""
+    if args.address:
+        return None, "not estimated: trials run on the cluster's workers"
+    from search.dryrun import estimate
+
+    cpus, gpus = _resources(exp, args)
+    slots = max(int(ray.cluster_resources().get("CPU", 1) // cpus), 1)
+    concurrency = min(args.max_concurrent or exp.spec.search.max_concurrent or slots, slots, exp.trial_count())
+    est = estimate(exp, concurrency, max(args.probe_steps, 1), gpus, None, cpus)
+    return est.seconds, f"{concurrency} concurrent trial(s), {est.threads} thread(s) each"
+
+
 def _storage_full(reason: str, storage: Storage, exp_path: str, args: argparse.Namespace) -> int:
     """The storage ran out: Tune saved the experiment; every finished trial's result is kept."""
     free = free_bytes(storage.fs, exp_path)
@@ -168,7 +181,7 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     dashboard = _init_ray(args)
     exp_path = storage.experiment(exp.name)
     if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
-        storage.write_text(f"{exp_path}/{RECORD_FILE}", experiment_record(exp))
+        storage.write_text(f"{exp_path}/{RECORD_FILE}", with_estimate(experiment_record(exp), *_estimate(exp, args)))
     callbacks, wandb_dir = _callbacks(exp, args, storage)
     _watch_lines(exp, storage, dashboard, wandb_dir)
     if not args.address:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,53 +37,83 @@ def trial_table(exp: Experiment) -> str:
 
 
 _SHAPE = ("architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels", "batch_size", "crop_size",
-          "tasks")
+          "tasks", "optimizer", "image_size", "val_batch_size")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one trial's work costs here, measured on its model at its sizes and thread count."""
+
+    step_s: float  # one training step (forward, backward, optimizer) at batch_size x crop
+    eval_batch_s: float  # one evaluation batch at val_batch_size x the evaluated image size
+    checkpoint_s: float  # saving the full state, and Tune's copy of it into the storage
+    build_s: float  # building the model and its optimizer
+
+
+def probe(cfg: TrialConfig, steps: int = 2, threads: int | None = None) -> Probe:
+    """Measure `cfg`'s model at `threads` CPU threads (a trial's own count); once per shape and process."""
+    shape = tuple((k, _hashable(getattr(cfg, k))) for k in _SHAPE)
+    return _probe(shape, steps, threads)
 
 
 def probe_throughput(cfg: TrialConfig, steps: int = 2) -> tuple[float, float]:
-    """(train img/s, eval img/s) of this config's model at its crop size and batch size, here; measured
-    once per model shape and process."""
-    shape = tuple((k, _hashable(getattr(cfg, k))) for k in _SHAPE)
-    return _probe(shape, steps)
+    """(train img/s, eval img/s) of this config's model here."""
+    p = probe(cfg, steps)
+    return cfg.batch_size / p.step_s, cfg.val_batch_size / p.eval_batch_s
 
 
 def _hashable(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
+def _timed(fn, steps: int, sync) -> float:
+    fn()  # warm-up: first-call allocations and kernel choices
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
 @functools.cache
-def _probe(shape: tuple, steps: int) -> tuple[float, float]:
+def _probe(shape: tuple, steps: int, threads: int | None) -> Probe:
     cfg = TrialConfig(**dict(shape))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg).to(device)
-    weighting = TaskWeighting("fixed", (0.5, 0.5), tasks=cfg.tasks).to(device)
-    opt = build_optimizer(cfg, model)
-    rt = Runtime(device, DepthUnit("standardized", 50.0, 50.0))
-    b, (h, w) = cfg.batch_size, cfg.crop
-    x, s, d = torch.randn(b, 3, h, w, device=device), torch.randint(0, 19, (b, h, w), device=device), \
-        torch.randn(b, 1, h, w, device=device)
+    before = torch.get_num_threads()
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        tick = time.perf_counter()
+        model = build_model(cfg).to(device)
+        weighting = TaskWeighting("fixed", (0.5, 0.5), tasks=cfg.tasks).to(device)
+        opt = build_optimizer(cfg, model)
+        build_s = time.perf_counter() - tick
+        rt = Runtime(device, DepthUnit("standardized", 50.0, 50.0))
+        b, (h, w) = cfg.batch_size, cfg.crop
+        x, s, d = torch.randn(b, 3, h, w, device=device), torch.randint(0, 19, (b, h, w), device=device), \
+            torch.randn(b, 1, h, w, device=device)
 
-    def step() -> None:
-        model.train()
-        loss = weighting(task_losses(model(x), s, d, "l2", rt.unit))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        def step() -> None:
+            model.train()
+            loss = weighting(task_losses(model(x), s, d, "l2", rt.unit))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
-    def timed(fn) -> float:
-        fn()
-        rt.sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        rt.sync()
-        return b * steps / (time.perf_counter() - start)
-
-    train_rate = timed(step)
-    model.eval()
-    with torch.no_grad():
-        eval_rate = timed(lambda: model(x))
-    return train_rate, eval_rate
+        step_s = _timed(step, steps, rt.sync)
+        eh, ew = (max(32, v // 32 * 32) for v in cfg.image_size)  # evaluation: centre crop to a multiple of 32
+        xv = torch.randn(cfg.val_batch_size, 3, eh, ew, device=device)
+        model.eval()
+        with torch.no_grad():
+            eval_s = _timed(lambda: model(xv), max(steps // 2, 1), rt.sync)
+        with tempfile.TemporaryDirectory() as tmp:
+            tick = time.perf_counter()
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, f"{tmp}/state.pt")
+            checkpoint_s = 2 * (time.perf_counter() - tick)  # the trial writes it, Tune copies it
+    finally:
+        torch.set_num_threads(before)
+    return Probe(step_s, eval_s, checkpoint_s, build_s)
 
 
 def packing_speedup(bench_file: str | None, per_gpu: int) -> float | None:
@@ -109,29 +141,74 @@ def parallel_speed(concurrency: int, gpus_per_trial: float, bench_file: str | No
     return gpus * speedup, f"{per_gpu} trials per GPU give {speedup:.2f}x one trial (measured packing)"
 
 
-def budget(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,
-           bench_file: str | None = None) -> str:
+# Start-up outside the trials, measured on 2 cores (bench.search_overhead): the driver's imports and Ray's start,
+# and a worker process per concurrent trial (reused by later trials: Tune's reuse_actors)
+RAY_START_S = 12.0
+WORKER_START_S = 5.0
+TRIAL_START_S = 0.5  # data set-up of a trial (decoded data shared by the driver) and Tune's bookkeeping
+
+
+@dataclass
+class Estimate:
+    """A search's wall time from what its trials cost here: each row's trial from its measured steps, the
+    trials laid on the concurrent slots longest first, plus the start-up outside them."""
+
+    trials: int
+    epochs: int
+    images: int
+    trial_s: list[float]
+    concurrency: int
+    speed: float
+    how: str
+    shapes: int
+    threads: int
+
+    @property
+    def seconds(self) -> float:
+        factor = self.concurrency / max(self.speed, 1e-9)  # fractional GPUs: packed trials slow each other
+        slots = [0.0] * max(self.concurrency, 1)
+        for t in sorted(self.trial_s, reverse=True):
+            slots[slots.index(min(slots))] += t * factor
+        return RAY_START_S + WORKER_START_S + max(slots)
+
+    def text(self, device: str) -> str:
+        return (f"budget: {self.trials} trials, {self.epochs} epochs, {self.images:,} images through the model; "
+                f"~{_hours(self.seconds / 3600)} with {self.concurrency} concurrent trial(s)"
+                f"{', ' + self.how if self.how else ''} (each trial's steps, evaluation and checkpoints measured "
+                f"on this {device} at {self.threads} thread(s) a trial, {self.shapes} model shape(s); "
+                f"start-up {RAY_START_S + WORKER_START_S:.0f} s; without early stopping)")
+
+
+def trial_seconds(cfg: TrialConfig, p: Probe) -> float:
+    counts = cfg.counts()
+    n_train, n_val = counts["train"] or 0, counts["val"] or 0
+    checkpoints = cfg.epochs // cfg.checkpoint_every + (cfg.epochs % cfg.checkpoint_every > 0)
+    per_epoch = n_train // cfg.batch_size * p.step_s + math.ceil(n_val / cfg.val_batch_size) * p.eval_batch_s
+    return TRIAL_START_S + p.build_s + cfg.epochs * per_epoch + checkpoints * p.checkpoint_s
+
+
+def estimate(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,
+             bench_file: str | None = None, cpus_per_trial: float = 1.0) -> Estimate:
     trials = exp.trial_count()
-    rates: dict[tuple, tuple[float, float]] = {}
-    seconds = images = epochs = 0.0
     per_row = max(trials // max(len(exp.rows), 1), 1)
+    durations, epochs, images, shapes = [], 0, 0, set()
+    threads = max(int(cpus_per_trial), 1)
     for row in exp.rows:
         cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        p = probe(cfg, probe_steps, cfg.cpu_threads or threads)
+        shapes.add(p)
         counts = cfg.counts()
-        key = (cfg.architecture, cfg.encoder, cfg.aspp, cfg.skip, cfg.batch_size, cfg.crop, cfg.decoder_channels)
-        if key not in rates:
-            rates[key] = probe_throughput(cfg, probe_steps)
-        train_rate, eval_rate = rates[key]
-        n_train, n_val = counts["train"] or 0, counts["val"] or 0
         epochs += cfg.epochs * per_row
-        images += cfg.epochs * (n_train + n_val) * per_row
-        seconds += cfg.epochs * (n_train / train_rate + n_val / eval_rate) * per_row
+        images += cfg.epochs * ((counts["train"] or 0) + (counts["val"] or 0)) * per_row
+        durations += [trial_seconds(cfg, p)] * per_row
     speed, how = parallel_speed(concurrency, gpus_per_trial, bench_file)
-    hours = seconds / 3600 / max(speed, 1e-9)
-    device = "CUDA GPU" if torch.cuda.is_available() else "CPU"
-    return (f"budget: {trials} trials, {int(epochs)} epochs, {int(images):,} images through the model; "
-            f"~{_hours(hours)} with {concurrency} concurrent trial(s){', ' + how if how else ''} "
-            f"(probe on this {device}, {len(rates)} model shape(s))")
+    return Estimate(trials, epochs, images, durations, concurrency, speed, how, len(shapes), threads)
+
+
+def budget(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,
+           bench_file: str | None = None, cpus_per_trial: float = 1.0) -> str:
+    est = estimate(exp, concurrency, probe_steps, gpus_per_trial, bench_file, cpus_per_trial)
+    return est.text("CUDA GPU" if torch.cuda.is_available() else "CPU")
 
 
 def _hours(h: float) -> str:

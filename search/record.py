@@ -33,7 +33,19 @@ def experiment_record(exp: Experiment) -> str:
 
 
 def finished_record(record_text: str, wall_s: float, interrupted: bool) -> str:
-    """The record again at the end of a run, with its wall time (what docs/findings.md quotes per experiment)."""
+    """The record again at the end of a run, with its wall time (what docs/findings.md quotes per experiment):
+    after `--resume`, the driver runs' times add up (`wall_s_runs` lists them)."""
     record = json.loads(record_text)
-    record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), wall_s=round(wall_s, 1), interrupted=interrupted)
+    runs = record.get("wall_s_runs") or ([record["wall_s"]] if "wall_s" in record else [])
+    runs = [*runs, round(wall_s, 1)]
+    record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), wall_s=round(sum(runs), 1), wall_s_runs=runs,
+                  interrupted=interrupted)
+    return json.dumps(record, indent=2, default=str)
+
+
+def with_estimate(record_text: str, seconds: float | None, how: str) -> str:
+    """The dry-run model's estimate of the search's wall time, made as the run starts (the report sets it against
+    the measured `wall_s`)."""
+    record = json.loads(record_text)
+    record.update(estimate_s=None if seconds is None else round(seconds, 1), estimate_how=how)
     return json.dumps(record, indent=2, default=str)

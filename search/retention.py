@@ -1,12 +1,14 @@
 """The checkpoint policy: what a finished trial keeps in storage, enforced as a Ray Tune `Callback`.
 
-A running trial keeps one checkpoint, its latest full state (Tune's `CheckpointConfig(num_to_keep=1)`), which is
-all `--resume` needs. When it finishes, `mtl.train` makes its last checkpoint the best epoch's weights only
-(`checkpoints.state: weights`), and this callback deletes what no feature needs (`checkpoints.keep`, see
-`search.spec.CheckpointsBlock`): trials stopped early, diverged or out of memory keep nothing; of the completed
-ones, the best of each row (`rows`), the best `top` (`top`), all or none. Errored trials keep their state:
-`--resume` retries them from it. What is kept, and how much was freed, is written to `checkpoints.json`
-next to the results, which the report reads.
+A running trial keeps its two latest full states (the newest is what `--resume` needs; the one before it covers an
+experiment snapshot that has not caught up yet). Tune's own `CheckpointConfig(num_to_keep)` would do it, but it
+then saves the whole experiment state, O(trials), after every checkpoint of every trial: quadratic in a search of
+many short trials (bench.search_overhead). When it finishes, `mtl.train` makes its last checkpoint the best
+epoch's weights only (`checkpoints.state: weights`), and this callback deletes what no feature needs
+(`checkpoints.keep`, see `search.spec.CheckpointsBlock`): trials stopped early, diverged or out of memory keep
+nothing; of the completed ones, the best of each row (`rows`), the best `top` (`top`), all or none. Errored trials
+keep their state: `--resume` retries them from it. What is kept, and how much was freed, is written to
+`checkpoints.json` next to the results, which the report reads.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from search.storage import Storage, tree_bytes
 from search.trials import Experiment
 
 MANIFEST_FILE = "checkpoints.json"
+RUNNING_KEEP = 2  # full states a running trial keeps
 STORAGE_FULL = "storage_full"  # the `status` a trial reports when its checkpoint would not fit
 # experiment path -> why its storage ran out. Module-level: `Tuner.restore` runs the callback unpickled from the
 # experiment, not the driver's own instance
@@ -70,6 +73,12 @@ class CheckpointRetention(tune.Callback):
             # checkpoint (a stopped trial would count as finished)
             os.kill(os.getpid(), signal.SIGINT)
 
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        """A running trial saved a checkpoint: delete its full states older than the newest RUNNING_KEEP."""
+        folders = sorted(self._checkpoint_folders(trial), key=lambda p: p.rsplit("_", 1)[-1])
+        for path in folders[:-RUNNING_KEEP]:
+            self._delete(path, count=False)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._load()
         last = trial.last_result or {}
@@ -93,20 +102,22 @@ class CheckpointRetention(tune.Callback):
         for loser in ranked[self.limit:]:
             self._delete(self.kept.pop(loser)["path"])
 
+    def _checkpoint_folders(self, trial) -> list[str]:
+        try:
+            listing = self.storage.fs.get_file_info(pafs.FileSelector(trial.storage.trial_fs_path,
+                                                                      allow_not_found=True))
+        except OSError:
+            return []
+        return [i.path for i in listing if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+
     def _prune(self, trial, keep: str | None) -> None:
         """Delete the trial's checkpoint folders but `keep` (also half-written ones of a failed save)."""
-        fs, root = self.storage.fs, trial.storage.trial_fs_path
-        try:
-            listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        except OSError:
-            return
-        for info in listing:
-            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_") \
-                    and info.path.rstrip("/") != (keep or "").rstrip("/"):
-                self._delete(info.path)
+        for path in self._checkpoint_folders(trial):
+            if path.rstrip("/") != (keep or "").rstrip("/"):
+                self._delete(path)
 
-    def _delete(self, path: str) -> None:
-        size = tree_bytes(self.storage.fs, path)
+    def _delete(self, path: str, count: bool = True) -> None:
+        size = tree_bytes(self.storage.fs, path) if count else 0
         try:
             self.storage.fs.delete_dir(path)
             self.freed += size

@@ -24,10 +24,28 @@ from search.trials import Experiment, format_value
 STORAGE_RESERVE_BYTES = int(float(os.environ.get("MTL_TUNE_STORAGE_RESERVE_MB", "64")) * 2**20)
 
 
+_TRIALS_IN_PROCESS = [0]  # trials this worker process ran: an actor reused by Tune starts none of its own
+
+
+def _actor_start_s() -> float:
+    """Seconds from this worker process's start to its first trial (Python, torch, Ray and our imports); 0 for a
+    reused actor's later trials."""
+    _TRIALS_IN_PROCESS[0] += 1
+    if _TRIALS_IN_PROCESS[0] > 1:
+        return 0.0
+    try:
+        import psutil
+
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except ImportError:
+        return float("nan")
+
+
 def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | None = None) -> None:
     """Function trainable: config in (variant, seed, sampled keys), `tune.report` out every epoch with a
     checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged". `shared`: decoded
     splits by `decoded_key`, put in Ray's object store once by the driver (read zero-copy by every trial of a node)."""
+    entered, actor_start = time.perf_counter(), _actor_start_s()
     cfg = experiment.trial_config(config)
     # shared arrays only for trials that read decoded data (a spec may ablate in_memory itself)
     decoded = (shared or {}).get(decoded_key(cfg)) if cfg.in_memory else None
@@ -41,7 +59,9 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
         yaml.safe_dump({"variant": config["variant"], **cfg.to_flat()}, f, sort_keys=False)
     # the ablated values ride along with every result, so Tune's progress table can show them
     tags = {"variant": config["variant"], "seed": cfg.seed,
-            **{f"ablated/{k}": format_value(getattr(cfg, k)) for k in experiment.shown_axes}}
+            **{f"ablated/{k}": format_value(getattr(cfg, k)) for k in experiment.shown_axes},
+            "time_actor_start_s": round(actor_start, 3),
+            "time_trainable_setup_s": round(time.perf_counter() - entered, 3)}
 
     def report(metrics: dict[str, Any], checkpoint_path: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_path) if checkpoint_path else None
@@ -90,10 +110,23 @@ def _stop_for_storage(reason: str, metrics: dict[str, Any], tags: dict[str, Any]
     raise StorageFullError(28, reason)
 
 
+def _resume_point(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | None:
+    """Tune's latest checkpoint of this trial, or, when the experiment snapshot it came from is older than the
+    checkpoint policy's deletions (a driver killed between two snapshots), the newest one still in storage."""
+    if checkpoint is None or checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
+        return checkpoint
+    storage = tune.get_context().get_storage()
+    fs, root = storage.storage_filesystem, storage.trial_fs_path
+    folders = [i for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+               if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    newest = max(folders, key=lambda i: i.base_name, default=None)
+    return tune.Checkpoint(newest.path, filesystem=fs) if newest else None
+
+
 def _train_or_resume(cfg, report, variant: str, decoded: dict | None, final: str = "full") -> None:
     if os.environ.get(SIMULATE_OOM_ENV) == variant:
         raise torch.OutOfMemoryError(f"simulated by {SIMULATE_OOM_ENV}: tried to allocate 2.00 GiB")
-    previous = tune.get_checkpoint()
+    previous = _resume_point(tune.get_checkpoint())
     if previous is None:
         train(cfg, report, decoded=decoded, final=final)
         return

@@ -86,7 +86,10 @@ def tune_config(exp: Experiment, max_concurrent: int | None) -> tune.TuneConfig:
     samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
     return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=scheduler(exp), search_alg=searcher,
                            num_samples=samples, max_concurrent_trials=None if searcher else max_concurrent,
-                           trial_name_creator=trial_name, trial_dirname_creator=trial_dirname)
+                           trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+                           # a trial's worker process runs the next trial too: starting one (Python, torch, Ray)
+                           # took ~5 s on 2 cores, more than a short trial itself (bench.search_overhead)
+                           reuse_actors=True)
 
 
 def trainable(exp: Experiment, cpus: float, gpus: float, shared: dict | None = None):

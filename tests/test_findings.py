@@ -119,3 +119,24 @@ def test_the_page_gains_delta_m_for_an_experiment_with_single_task_rows():
     assert section.startswith("## Multi-task against single-task baselines (Δm)")
     assert "| single_task  | multi-task " in section and "Maninis et al. 2019" in section
     assert delta_m_section({"x": _exp("x", {"a": [1.0, 2.0]})}) == []
+
+
+def test_diverges_needs_trials_and_leaves_errors_out_and_a_missing_variant_is_not_run():
+    claim = {f.experiment + ":" + f.variant: f.claim for f in FINDINGS}
+    adam_high = claim["optimizer_lr:optimizer=adam, lr=0.1"]
+    # before: an errored or out-of-memory trial counted as "scores 0", so 1 diverged + 2 errors "reproduced"
+    errors = _exp("optimizer_lr", {"optimizer=adam, lr=0.0001": [20.0, 21.0, 22.5],
+                                   "optimizer=sgd, lr=0.01": [10.0, 10.5, 12.0],
+                                   "optimizer=adam, lr=0.1": [0.0, 14.0, 15.0]})
+    errors.frame.loc[errors.frame["variant"] == "optimizer=adam, lr=0.1", "status"] = ["diverged", "error", "error"]
+    errors.frame.loc[errors.frame["status"] == "error", "multitask"] = float("nan")
+    table = findings_table({"optimizer_lr": errors}).set_index("claim")
+    assert table.loc[adam_high, "trials"] == 1 and table.loc[adam_high, "verdict"] == "reproduced"  # 1/1 of those
+    only_errors = _exp("optimizer_lr", {"optimizer=adam, lr=0.0001": [20.0, 21.0, 22.5],
+                                        "optimizer=adam, lr=0.1": [0.0, 0.0]},
+                       status={"optimizer=adam, lr=0.1": "error"})
+    verdicts = findings_table({"optimizer_lr": only_errors}).set_index("claim")["verdict"]
+    assert verdicts[adam_high].startswith("not run: no completed or diverged trial")
+    # before: a renamed or missing variant gave "reproduced" with no data
+    assert verdicts[claim["optimizer_lr:optimizer=adam, lr=0.0001"]] == \
+        "not run: no completed trial of 'optimizer=sgd, lr=0.01' in optimizer_lr"

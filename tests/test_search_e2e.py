@@ -54,6 +54,8 @@ variants:
         assert column in df
     record = json.loads((exp_dir / "mtl_experiment.json").read_text())
     assert record["profile"] == "smoke" and record["baseline"] == "steady" and record["set"] == {"weight_decay": 5e-4}
+    # the --dry-run model's estimate, made as the run started, beside the measured time
+    assert record["estimate_s"] > 0 and record["wall_s"] > 0 and record["estimate_how"].startswith("2 concurrent")
     assert (df["config/weight_decay"] == 5e-4).all()
     checkpoints = {v: len(list((exp_dir / d).glob("checkpoint_*"))) for v, d in zip(df["variant"], df["trial_dir"],
                                                                                    strict=True)}
@@ -167,3 +169,7 @@ def test_sigint_then_resume_finishes_without_rerunning(ray_local, tmp_path):
     assert resumed[-1] == 8 and resumed[0] >= 3  # continued from its checkpoint, not from epoch 1
     df = pd.read_parquet(exp_dir / "results.parquet")
     assert sorted(df["status"]) == ["completed", "completed"] and len(df) == 2
+    record = json.loads((exp_dir / "mtl_experiment.json").read_text())
+    assert len(record["wall_s_runs"]) == 2 and record["wall_s"] == pytest.approx(sum(record["wall_s_runs"]), abs=0.2)
+    build_report(str(exp_dir), str(tmp_path / "final"), formats=("md",))
+    assert "measured over 2 driver runs" in (tmp_path / "final" / "table.md").read_text()

@@ -9,6 +9,7 @@ import yaml
 
 from mtl.config import TrialConfig
 from search.cli import main
+from search.dryrun import Probe
 from search.spec import SpecError
 from search.trials import load_experiment
 
@@ -152,7 +153,7 @@ def test_dry_run_warns_about_missing_pretrained_weights(tmp_path, monkeypatch, c
     import torch
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr("search.dryrun.probe_throughput", lambda cfg, steps=2: (10.0, 30.0))
+    monkeypatch.setattr("search.dryrun.probe", lambda cfg, steps=2, threads=None: Probe(0.4, 0.3, 1.0, 0.1))
     assert main([str(REPO / "ablations" / "architecture.yaml"), "--profile", "smoke", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "warning: resnet34 ImageNet weights are not in the torch cache" in out and "pretrained:" in out

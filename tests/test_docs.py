@@ -1,0 +1,128 @@
+"""The README and the guides cannot drift: every command in their fenced blocks runs (its options parsed by the
+real parser; a spec in the repository dry-run), every link resolves, and the command reference is the parsers'."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import runpy
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SHELL_BLOCK = re.compile(r"```(?:bash|sh|console)\n(.*?)```", re.S)
+# programs whose commands are checked for shell syntax only: installers, cloud CLIs, tools of their own
+SYNTAX_ONLY = {"pip", "ray", "aws", "tensorboard", "wandb", "bash", "git", "du", "ssh", "kill"}
+# `python -m` modules run as the docs say: the test runner itself is not run from inside a test
+NOT_RUN = {"pytest"}
+
+
+def shell_commands(path: Path) -> list[str]:
+    """Each command of the file's shell blocks: continuation lines joined, `&&`-chains split, `&` dropped."""
+    out = []
+    for block in SHELL_BLOCK.findall(path.read_text()):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            out += [part.strip().removesuffix("&").strip() for part in line.split("&&") if part.strip()]
+    return out
+
+
+ALL = [(p.relative_to(REPO).as_posix(), c) for p in DOCS for c in shell_commands(p)]
+
+
+class _Parsed(Exception):
+    """Raised once a command's argparse parser accepted its options: the test stops it there."""
+
+    def __init__(self, namespace: argparse.Namespace) -> None:
+        self.namespace = namespace
+
+
+def _parse_only(monkeypatch) -> None:
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_args(self, args=None, namespace=None):
+        raise _Parsed(original(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
+
+
+def _run_parse_only(argv: list[str], monkeypatch) -> argparse.Namespace:
+    """Run `python ARGV...` in this process until its parser has parsed the options (argparse exits on a bad one)."""
+    _parse_only(monkeypatch)
+    if argv[0] == "-m":
+        monkeypatch.setattr(sys, "argv", [argv[1], *argv[2:]])
+        runner = lambda: runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        monkeypatch.setattr(sys, "argv", argv)
+        runner = lambda: runpy.run_path(str(REPO / argv[0]), run_name="__main__")
+    with pytest.raises(_Parsed) as parsed:
+        runner()
+    return parsed.value.namespace
+
+
+def test_the_docs_show_commands():
+    assert len(ALL) >= 40 and any(c.startswith("python run_search.py") for _, c in ALL)
+
+
+@pytest.mark.parametrize(("doc", "command"), ALL, ids=[f"{d}:{c[:60]}" for d, c in ALL])
+def test_every_documented_command_runs(doc, command, monkeypatch, tmp_path, capsys):
+    words = shlex.split(command, comments=True)
+    assert words, command
+    if words[0] in SYNTAX_ONLY or (words[0] == "python" and words[1:2] == ["-m"] and words[2] in NOT_RUN):
+        return  # shlex accepted it
+    assert words[0] == "python", f"{doc}: an unknown program in {command!r}: add it to SYNTAX_ONLY or fix the doc"
+    monkeypatch.chdir(REPO)
+    args = _run_parse_only(words[1:], monkeypatch)
+    if words[1] == "run_search.py" and (REPO / args.spec).is_file() and not (args.resume or args.address):
+        monkeypatch.undo()  # the real command, as a dry run on tiny sizes: the spec, --set and every flag checked
+        monkeypatch.chdir(REPO)
+        from search.cli import main
+
+        extra = ["--dry-run", "--probe-steps", "1"] + ([] if args.profile != "auto" else ["--profile", "smoke"])
+        assert main([*words[2:], *extra]) == 0, capsys.readouterr().err
+
+
+def test_the_command_reference_is_what_the_parsers_print():
+    from search.reference import reference
+
+    assert (REPO / "docs" / "reference.md").read_text() == reference(), \
+        "docs/reference.md is stale: python -m search.reference --write docs/reference.md"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", path.read_text(), re.M)}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
+def test_every_link_resolves(doc):
+    for target in LINK.findall(doc.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve() if file else doc
+        assert path.exists(), f"{doc.name}: a link to {target} that does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path), f"{doc.name}: no heading #{anchor} in {path.name}"
+
+
+def test_the_readme_is_read_in_five_minutes():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    quick = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert [line for line in quick.splitlines() if line.strip() and not line.startswith("#")] == [
+        "pip install -e . && python run_search.py ablations/task_weights.yaml",
+        'pip install -e ".[test]" && python -m pytest']
