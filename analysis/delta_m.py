@@ -24,6 +24,26 @@ from analysis.tables import summarize
 
 TASK_METRICS = {"semseg": ("semseg_miou", False), "depth": ("depth_silog", True)}  # task -> (metric, lower better)
 BOTH = ("semseg", "depth")
+# how a model is trained and at what scale: a single-task baseline that differs in any of these is no baseline
+SETUP_KEYS = ("encoder", "pretrained", "optimizer", "lr", "weight_decay", "lr_schedule", "batch_size", "epochs",
+              "image_size", "crop_size", "train_images", "val_images", "decoder_channels", "dilation", "aspp", "skip",
+              "depth_unit", "depth_loss", "data")
+
+
+def setup_mismatch(mine: pd.DataFrame, reference: pd.DataFrame) -> str:
+    """The training-setup keys on which a multi-task row's trials and the single-task trials differ ('' if none)."""
+    out = []
+    for key in SETUP_KEYS:
+        col = f"config/{key}"
+        if col in mine and col in reference:
+            a, b = sorted(set(mine[col].astype(str))), sorted(set(reference[col].astype(str)))
+            if a != b:
+                out.append(f"{key} {'/'.join(a)} vs {'/'.join(b)}")
+    return ", ".join(out)
+
+
+def _single_task_trials(frame: pd.DataFrame, reference: dict[str, tuple[str, pd.Series]]) -> pd.DataFrame:
+    return frame[frame["variant"].isin([variant for variant, _ in reference.values()])]
 
 
 def trial_tasks(frame: pd.DataFrame) -> pd.Series:
@@ -54,15 +74,22 @@ def single_task_reference(frame: pd.DataFrame) -> dict[str, tuple[str, pd.Series
     return out
 
 
-def delta_m(frame: pd.DataFrame, reference: dict[str, tuple[str, pd.Series]]) -> pd.DataFrame:
+def delta_m(frame: pd.DataFrame, reference: dict[str, tuple[str, pd.Series]],
+            reference_frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per multi-task variant: Δm % (mean, std, n, 95 % CI over seeds) and whether seeds were paired.
-    Empty when the reference lacks either task."""
+    Empty when the reference lacks either task. A row whose training setup differs from the single-task trials'
+    (another encoder, scale, lr...; `reference_frame` holds them, default `frame`) is refused: `refused` says why."""
     if set(reference) != set(TASK_METRICS):
-        return pd.DataFrame(columns=["variant", "mean", "std", "n", "ci_low", "ci_high", "paired"])
+        return pd.DataFrame(columns=["variant", "mean", "std", "n", "ci_low", "ci_high", "paired", "refused"])
     tasks = trial_tasks(frame)
     done = frame[(frame["status"] == "completed") & (tasks == BOTH)]
+    singles = _single_task_trials(frame if reference_frame is None else reference_frame, reference)
     records = []
     for variant, trials in done.groupby("variant", sort=False):
+        refused = setup_mismatch(trials, singles)
+        if refused:
+            records.append({"variant": variant, **summarize([]), "paired": False, "refused": refused})
+            continue
         per_seed, paired = [], True
         for _, trial in trials.iterrows():
             terms = []
@@ -73,12 +100,14 @@ def delta_m(frame: pd.DataFrame, reference: dict[str, tuple[str, pd.Series]]) ->
                 base = float(st.mean()) if base is None else float(base)
                 terms.append((-1.0 if lower else 1.0) * (float(trial[metric]) - base) / base)
             per_seed.append(100.0 * float(np.mean(terms)))
-        records.append({"variant": variant, **summarize(per_seed), "paired": paired})
+        records.append({"variant": variant, **summarize(per_seed), "paired": paired, "refused": ""})
     return pd.DataFrame(records)
 
 
 def delta_m_text(row: pd.Series) -> str:
     """`+3.1 [+1.2, +5.0]` (or the mean alone with one seed)."""
+    if isinstance(row.get("refused"), str) and row["refused"]:
+        return f"— (refused: the single-task baselines differ: {row['refused']})"
     if not row["n"]:
         return "—"
     if row["n"] < 2 or not np.isfinite(row["ci_low"]):

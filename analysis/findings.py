@@ -22,7 +22,7 @@ import pandas as pd
 from analysis.asha_study import asha_study, study_markdown
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
 from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
-from analysis.stats import ALPHA, axis_trends, compare, holm
+from analysis.stats import ALPHA, axis_trends, compare, holm, seeds_needed
 
 NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
 SCRATCH_NOTE = "from scratch (--set pretrained=false)"
@@ -147,6 +147,18 @@ def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
     tested = [p if f.kind != "diverges" else math.nan
               for f, p in zip(findings, frame.get("p_value", pd.Series(math.nan, index=frame.index)), strict=True)]
     frame["p_holm"] = holm(tested)
+    family = int(np.isfinite(np.asarray(tested, float)).sum())
+    frame["family"] = family
+    # one standard for every claim on the page: Δ mIoU and Δ SI-log are Holm-adjusted across the same rows
+    in_family = np.isfinite(np.asarray(tested, float))
+    for prefix in ("semseg_miou_", "depth_silog_"):
+        raw = frame.get(f"{prefix}p_value", pd.Series(math.nan, index=frame.index)).to_numpy(float)
+        frame[f"{prefix}p_holm"] = holm(np.where(in_family, raw, math.nan))
+    # the seeds a row needs are those that reach 80 % power at Holm's first-step level, alpha / family
+    if "effect_size" in frame and family:
+        frame["seeds_needed"] = [seeds_needed(e, str(t).startswith("paired"), ALPHA / family)
+                                 if np.isfinite(e) and isinstance(t, str) else math.nan
+                                 for e, t in zip(frame["effect_size"], frame["test"], strict=True)]
     frame["verdict"] = [verdict(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
     return frame
 
@@ -162,7 +174,11 @@ def _delta(r: dict, prefix: str = "") -> str:
     d, lo, hi = (r.get(f"{prefix}{k}", math.nan) for k in ("delta", "delta_ci_low", "delta_ci_high"))
     if not isinstance(d, float) or not np.isfinite(d):
         return "—"
-    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
+    text = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
+    ph = r.get(f"{prefix}p_holm", math.nan)
+    if prefix and isinstance(ph, float) and np.isfinite(ph):  # the same page-wide standard as multitask's
+        text += " resolved" if ph < ALPHA else ""
+    return text
 
 
 def _p(r: dict) -> str:
@@ -220,6 +236,18 @@ def delta_m_section(experiments: dict[str, SavedExperiment]) -> list[str]:
     return ["## Multi-task against single-task baselines (Δm)", *out] if out else []
 
 
+def _footnote(table: pd.DataFrame) -> str:
+    family = int(table["family"].iloc[0]) if "family" in table and len(table) else 0
+    tests = sorted({t for t in table.get("test", pd.Series(dtype=object)).dropna() if isinstance(t, str)})
+    return ("Δ = ours − reference, mean over seeds of the paired (same-seed) difference on the seeds both sides "
+            f"have, 95 % t-interval; test per row: {', '.join(tests) or '—'}. p: raw (Holm–Bonferroni-adjusted). "
+            f"**The Holm family is the {family} rows tested on multitask** (every row with results except the "
+            "'diverges' row, which is judged on its trials' status). Δ mIoU and Δ SI-log are adjusted across the "
+            "same rows, and marked *resolved* only at adjusted p < 0.05: one standard for every claim on this page. "
+            "A verdict needs the adjusted p < 0.05; 'unresolved' gives the seeds that would reach 80 % power at the "
+            f"observed effect at Holm's first-step level (0.05 / {family}).")
+
+
 def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     experiments = {}
     for uri in uris:
@@ -228,9 +256,7 @@ def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     table = findings_table(experiments)
     study = asha_study(list(experiments.values()))
     parts = [intro or "# Findings", "## The course's findings at CPU scale", markdown_table(table),
-             "Δ = ours − reference, mean over seeds of the paired (same-seed) difference, 95 % t-interval; p: paired "
-             "t-test, raw (Holm–Bonferroni-adjusted across this table's rows). A verdict needs the adjusted p < 0.05; "
-             "'unresolved' gives the seeds that would reach 80 % power at the observed effect.",
+             _footnote(table),
              "## Runs", runs_markdown(experiments)]
     parts += delta_m_section(experiments)
     if study is not None:

@@ -47,14 +47,15 @@ TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg
 def delta_m_for(res: ExperimentResults) -> tuple[pd.DataFrame, str | None]:
     """Δm % per multi-task variant, against the experiment's own single-task rows or those of the reference
     experiment named by `report: {single_task: DIR}`; (empty, None) when neither has both tasks."""
-    reference, source = single_task_reference(res.frame), "this experiment"
+    reference, source, ref_frame = single_task_reference(res.frame), "this experiment", res.frame
     target = res.record["spec"]["report"].get("single_task")
     if set(reference) != set(TASK_METRICS) and target:
         try:  # its saved results suffice (a docs/findings/ copy too)
-            reference, source = single_task_reference(read_saved(target).frame), target
+            ref_frame = read_saved(target).frame
+            reference, source = single_task_reference(ref_frame), target
         except (OSError, ValueError) as e:
             return pd.DataFrame(), f"No Δm: the single-task reference {target} could not be read ({e})."
-    dm = delta_m(res.frame, reference)
+    dm = delta_m(res.frame, reference, ref_frame)
     return (dm, delta_m_note(reference, source, dm)) if not dm.empty else (dm, None)
 
 

@@ -9,7 +9,8 @@ the rung early keep training until the decision; then all of them go on together
 siblings are stopped through Tune's controller, not at their next report: the epoch they started is not
 finished for nothing). A seed that
 reaches the next rung while its row still waits (its siblings run later, e.g. with few workers) forces the
-decision on the seeds seen so far, so no trial runs ahead of its row by more than one rung.
+decision on the seeds seen so far, so no trial runs ahead of its row by more than one rung. A row without a score
+(NaN, e.g. a single-task row ranked on `multitask_raw`) ranks last.
 """
 
 from __future__ import annotations
@@ -75,13 +76,17 @@ class SeedAwareASHAScheduler(FIFOScheduler):
 
     def _record(self, trial: Trial, row: str, t: float, result: dict) -> str:
         sign = 1.0 if self._mode == "max" else -1.0
-        for rung in self.rungs:
-            if t > rung and self.values[rung][row] and row not in self.decided[rung]:
-                self._decide(rung, row, force=True)  # running ahead of its undecided row: decide on what is seen
+        for i, rung in enumerate(self.rungs):
+            following = self.rungs[i + 1] if i + 1 < len(self.rungs) else math.inf
+            if t >= following and self.values[rung][row] and row not in self.decided[rung]:
+                # a seed reached the next rung while its row still waits at this one: decide on what is seen
+                self._decide(rung, row, force=True)
                 if row in self.stopped_rows:
                     return TrialScheduler.STOP
             if t >= rung and trial.trial_id not in self.values[rung][row]:
-                self.values[rung][row][trial.trial_id] = sign * float(result[self._metric])
+                value = float(result[self._metric])
+                # no score (e.g. a single-task row ranked on multitask_raw) ranks last, not never
+                self.values[rung][row][trial.trial_id] = sign * value if math.isfinite(value) else -math.inf
                 self._decide(rung, row)
                 break
         return TrialScheduler.STOP if row in self.stopped_rows else TrialScheduler.CONTINUE
@@ -98,11 +103,11 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         seen = self.values[rung][row]
         if row in self.decided[rung] or (len(seen) < self.seeds and not force):
             return  # wait for every seed of the row at this rung
-        mean = float(np.nanmean(list(seen.values())))
-        others = list(self.decided[rung].values())
-        cutoff = np.nanpercentile(others, (1 - 1 / self.rf) * 100) if others else None
+        mean = float(np.mean(list(seen.values())))
+        others = [v for v in self.decided[rung].values() if math.isfinite(v)]
+        cutoff = np.percentile(others, (1 - 1 / self.rf) * 100) if others else None
         self.decided[rung][row] = mean
-        if cutoff is not None and mean < cutoff:
+        if cutoff is not None and mean < cutoff:  # -inf (no score) is below any cutoff
             self.stopped_rows[row] = rung
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:

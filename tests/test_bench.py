@@ -54,3 +54,14 @@ def test_dry_run_budget_uses_the_measured_packing(tmp_path):
     assert speed == pytest.approx(3.6) and "measured packing" in how
     assert parallel_speed(8, 0.25, None)[0] == 8 and "not measured" in parallel_speed(8, 0.25, None)[1]
     assert parallel_speed(3, 1.0, str(bench)) == (3.0, "")
+
+
+def test_search_overhead_bench_measures_a_tiny_search(tmp_path):
+    cmd = [sys.executable, "-m", "bench.search_overhead", "--trials", "3", "--out", str(tmp_path), "--epochs", "1"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "overhead.json").read_text())["results"][0]
+    assert result["trials"] == result["completed"] == 3 and 0 < result["inside_share"] <= 1
+    assert {"actor_start", "trainable_setup", "data", "checkpoint", "tune_bookkeeping"} <= set(result["per_trial_s"])
+    assert result["driver_peak_mib"] > 0 and result["report_ok"] and result["storage_mb"] > 0
+    assert "cores' time in trials" in (tmp_path / "overhead.md").read_text()

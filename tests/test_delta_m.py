@@ -32,6 +32,17 @@ def test_sign_convention_follows_maninis_and_vandenhende():
     assert delta_m_text(dm.loc["mt"]).startswith("+2.50 [")
 
 
+def test_single_task_baselines_of_another_setup_are_refused():
+    # before: Δm against baselines trained with another encoder, scale or lr was computed as if they were twins
+    frame = _frame(ROWS).assign(**{"config/encoder": "resnet18", "config/lr": 0.001, "config/image_size": "[64, 128]"})
+    reference = frame[frame["variant"] != "mt"].assign(**{"config/encoder": "resnet34", "config/lr": 0.0001})
+    dm = delta_m(frame[frame["variant"] == "mt"], single_task_reference(reference), reference).set_index("variant")
+    assert dm.loc["mt", "refused"] == "encoder resnet18 vs resnet34, lr 0.001 vs 0.0001" and dm.loc["mt", "n"] == 0
+    assert delta_m_text(dm.loc["mt"]).startswith("— (refused: the single-task baselines differ: encoder")
+    same = delta_m(frame, single_task_reference(frame)).set_index("variant")
+    assert same.loc["mt", "refused"] == "" and same.loc["mt", "n"] == 2
+
+
 def test_unpaired_seeds_use_the_single_task_mean_and_missing_tasks_give_nothing():
     frame = _frame([*ROWS, ("mt", 5, "[semseg, depth]", 41.0, 30.0)])
     dm = delta_m(frame, single_task_reference(frame)).set_index("variant")

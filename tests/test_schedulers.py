@@ -89,6 +89,25 @@ def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
     assert sum(epochs.values()) < 8 * 9
 
 
+def test_a_seed_ahead_of_its_row_waits_until_the_next_rung_and_rows_without_a_score_rank_last():
+    sched = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2, metric="m", mode="max")
+    controller = _Controller([])
+    for row, value in (("a", 5.0), ("b", 4.0)):  # two rows decided at rung 1 with both seeds
+        for seed in (0, 1):
+            sched.on_trial_result(controller, _Trial(row, seed), {"training_iteration": 1, "m": value})
+    early = _Trial("c", 0)  # c's second seed has not started (few workers)
+    sched.on_trial_result(controller, early, {"training_iteration": 1, "m": 1.0})
+    # before: the row was decided on this one seed as soon as it passed rung 1 (t = 1.5 > 1)
+    assert sched.on_trial_result(controller, early, {"training_iteration": 1.5, "m": 1.0}) == TrialScheduler.CONTINUE
+    assert "c" not in sched.decided[1]
+    # at the next rung (2) it forces the decision on what is seen: c's one seed is below the cutoff
+    assert sched.on_trial_result(controller, early, {"training_iteration": 2, "m": 1.0}) == TrialScheduler.STOP
+    # before: a row whose ranking metric is NaN (single-task, ranked on multitask_raw) was never stopped
+    for seed in (0, 1):
+        action = sched.on_trial_result(controller, _Trial("single", seed), {"training_iteration": 1, "m": float("nan")})
+    assert action == TrialScheduler.STOP and sched.stopped_rows["single"] == 1
+
+
 def test_scheduler_flag_swaps_the_spec_scheduler_before_ray_starts(capsys):
     from search import tuning
     from search.cli import _experiment, parse_args
