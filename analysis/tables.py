@@ -246,11 +246,12 @@ def compact_table(frame: pd.DataFrame) -> str:
 def estimate_line(record: dict) -> str:
     """The dry-run model's estimate of the search's wall time, made as it started, against the measured time."""
     est, wall = record.get("estimate_s"), record.get("wall_s")
-    if est is None:
-        return f"Wall time: {wall / 60:.1f} min (no estimate recorded)." if wall else ""
     if not wall:
-        return f"Estimated wall time: {est / 60:.1f} min ({record.get('estimate_how', '')}); the run has not ended."
+        return f"Estimated wall time: {est / 60:.1f} min ({record.get('estimate_how', '')}); the run has not ended." \
+            if est is not None else ""
     runs = record.get("wall_s_runs") or [wall]
-    return (f"Wall time: {wall / 60:.1f} min measured" + (f" over {len(runs)} driver runs" if len(runs) > 1 else "")
-            + f", {est / 60:.1f} min estimated as it started by the --dry-run model ({record.get('estimate_how')}): "
-            f"{100 * (est - wall) / wall:+.0f} %.")
+    measured = f"Wall time: {wall / 60:.1f} min measured" + (f" over {len(runs)} driver runs" if len(runs) > 1 else "")
+    if est is None:
+        return f"{measured} (no estimate: {record.get('estimate_how') or 'recorded by an older version'})."
+    return (f"{measured}, {est / 60:.1f} min estimated as it started by the --dry-run model "
+            f"({record.get('estimate_how')}): {100 * (est - wall) / wall:+.0f} %.")

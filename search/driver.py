@@ -123,7 +123,11 @@ def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb
               (" (offline: `wandb sync` them later)" if os.environ.get("WANDB_MODE") == "offline" else ""))
 
 
+_SIGNALLED: list[int] = []  # set when our own handler caught a Ctrl-C (Tune's was not installed)
+
+
 def _interrupt_sentinel(signum, frame):
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt
 
 
@@ -136,9 +140,17 @@ def _fit(tuner: tune.Tuner):
     and puts back the handler it found - only when it fired - so finding our sentinel again means it fired."""
     previous = signal.signal(signal.SIGINT, _interrupt_sentinel)
     previous_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
+    _SIGNALLED.clear()
+    # with TUNE_DISABLE_SIGINT_HANDLER Tune installs no handler of its own: finding ours then says nothing
+    tune_handles = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
     try:
         result_grid = tuner.fit()
-        return result_grid, signal.getsignal(signal.SIGINT) is _interrupt_sentinel
+        fired = tune_handles and signal.getsignal(signal.SIGINT) is _interrupt_sentinel
+        return result_grid, fired or bool(_SIGNALLED)
+    except KeyboardInterrupt:
+        if not _SIGNALLED:
+            raise
+        return None, True
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import DatasetError, open_dataset
 from mtl.models.encoder import PretrainedWeightsError, cached_weights, fetch_weights
+from search.record import design_changes
 from search.spec import SpecError
 from search.storage import STORAGE_SCHEMES, Storage, open_storage
 from search.trials import Experiment
@@ -156,9 +158,29 @@ def check_local_storage(storage: Storage) -> None:
                 directory.rmdir()
 
 
+def check_spec_resources(exp: Experiment, args: argparse.Namespace) -> None:
+    """The spec's `resources` on a local Ray, as the flags are checked: trials asking for more than this machine
+    has would wait forever."""
+    if args.address:
+        return
+    cpus = args.cpus_per_trial or exp.spec.resources.cpus
+    if cpus > (os.cpu_count() or 1):
+        raise SpecError(f"{exp.path}: key 'resources.cpus': {cpus:g} per trial, but this machine has "
+                        f"{os.cpu_count() or 1} CPUs (local Ray); lower it, or --cpus-per-trial")
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else exp.spec.resources.gpus
+    if gpus:
+        import torch
+
+        if gpus > torch.cuda.device_count():
+            raise SpecError(f"{exp.path}: key 'resources.gpus': {gpus:g} per trial, but this machine has "
+                            f"{torch.cuda.device_count()} CUDA GPUs (local Ray); use --gpus-per-trial 0 for CPU "
+                            "trials or --address to join a GPU cluster")
+
+
 def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
     """Every check of a real run, cheapest first; returns the opened storage."""
     check_flags(args)
+    check_spec_resources(exp, args)
     check_storage_uri(args.storage)
     if args.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
         raise SpecError("--wandb online needs WANDB_API_KEY in the environment (it is never written anywhere)")
@@ -178,6 +200,14 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
     exists = storage.exists(f"{storage.experiment(exp.name)}/mtl_experiment.json")
     if args.resume and not exists:
         raise SpecError(f"--resume: no experiment {exp.name!r} under {args.storage}")
+    if args.resume:
+        recorded = json.loads(storage.read_text(f"{storage.experiment(exp.name)}/mtl_experiment.json"))
+        changes = design_changes(recorded, exp)
+        if changes:
+            raise SpecError(f"--resume: experiment {exp.name!r} was started with another design; changed: "
+                            f"{'; '.join(changes[:6])}{' …' if len(changes) > 6 else ''}. Resume it with the command "
+                            f"it started with (`{' '.join(recorded.get('argv', []))}` --resume), or start a new "
+                            "experiment with --name")
     if exists and not args.resume:
         raise SpecError(f"experiment {exp.name!r} already exists under {args.storage}: continue it with --resume, "
                         "or start another with --name")

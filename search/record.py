@@ -49,3 +49,25 @@ def with_estimate(record_text: str, seconds: float | None, how: str) -> str:
     record = json.loads(record_text)
     record.update(estimate_s=None if seconds is None else round(seconds, 1), estimate_how=how)
     return json.dumps(record, indent=2, default=str)
+
+
+DESIGN_KEYS = ("spec", "profile", "defaults", "set", "rows", "seeds", "metric", "mode", "algorithm", "scheduler")
+
+
+def design_changes(recorded: dict, exp: Experiment) -> list[str]:
+    """What differs between the experiment as recorded when it started and the one this command describes: a
+    `--resume` under another `--set`, an edited spec or another profile would silently continue another design."""
+    now = json.loads(experiment_record(exp))
+    out = []
+    for key in DESIGN_KEYS:
+        old, new = recorded.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            # a spec key the old record lacks came with a later version of mtl-tune: not a change of design
+            keys = sorted(k for k in set(old) | set(new) if (key != "spec" or k in old) and old.get(k) != new.get(k))
+            out += [f"{key}.{k}: {json.dumps(old.get(k), default=str)} -> {json.dumps(new.get(k), default=str)}"
+                    for k in keys]
+        else:
+            out.append(f"{key}: {json.dumps(old, default=str)[:80]} -> {json.dumps(new, default=str)[:80]}")
+    return out

@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -121,7 +122,10 @@ def test_every_format_is_written_and_parses(experiment):
     assert len(pd.read_parquet(f"{out}/trials.parquet")) == 6 and not pd.read_parquet(f"{out}/stats.parquet").empty
     parser = _Tables()
     parser.feed(open(f"{out}/report.html").read())
-    assert parser.imgs == 5 and parser.rows >= 1 + 3 + 1 + 6  # curves, bars, scatter, trends, predictions
+    # the paired Δs the verdicts test replace per-variant bars; an axis that does not vary has no panel
+    figures = {p.name for p in Path(out).glob("*.png")}
+    assert {"curves.png", "deltas.png", "trends.png", "predictions.png"} <= figures and "bars.png" not in figures
+    assert parser.imgs == len(figures) and parser.rows >= 1 + 3 + 1 + 6
     assert "Trends along ordered axes" in open(f"{out}/report.html").read() and "vs loss_weights[0]" in md
 
 
@@ -174,3 +178,15 @@ def test_html_report_renders_in_headless_chromium(experiment, tmp_path):
                    capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # not a blank page
+
+
+def test_figures_leave_out_axes_that_do_not_vary(tmp_path):
+    from analysis import plots
+
+    frame = pd.DataFrame({"variant": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "multitask": [10.0, 11.0, 12.0, 13.0],
+                          "parameters": [13.5e6] * 4, "train_time_s": [60.0, 61.0, 60.5, 60.2]})
+    assert plots.scatter(frame, tmp_path / "none.png") is None  # one model, the same time: nothing to see
+    frame["train_time_s"] = [60.0, 61.0, 90.0, 92.0]
+    assert plots.scatter(frame, tmp_path / "time.png") is not None
+    stats_df = ablation_stats(frame.assign(status="completed"), ["a", "b"], "a", ["multitask"])
+    assert plots.deltas(stats_df, tmp_path / "deltas.png").is_file()

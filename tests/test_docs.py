@@ -67,7 +67,7 @@ def _run_parse_only(argv: list[str], monkeypatch) -> argparse.Namespace:
 
 
 def test_the_docs_show_commands():
-    assert len(ALL) >= 40 and any(c.startswith("python run_search.py") for _, c in ALL)
+    assert len(ALL) >= 30 and any(c.startswith("python run_search.py") for _, c in ALL)
 
 
 @pytest.mark.parametrize(("doc", "command"), ALL, ids=[f"{d}:{c[:60]}" for d, c in ALL])
@@ -79,7 +79,10 @@ def test_every_documented_command_runs(doc, command, monkeypatch, tmp_path, caps
     assert words[0] == "python", f"{doc}: an unknown program in {command!r}: add it to SYNTAX_ONLY or fix the doc"
     monkeypatch.chdir(REPO)
     args = _run_parse_only(words[1:], monkeypatch)
-    if words[1] == "run_search.py" and (REPO / args.spec).is_file() and not (args.resume or args.address):
+    import torch
+
+    needs_gpu = (getattr(args, "gpus_per_trial", 0) or 0) > 0 and not torch.cuda.is_available()  # refused here
+    if words[1] == "run_search.py" and (REPO / args.spec).is_file() and not (args.resume or args.address or needs_gpu):
         monkeypatch.undo()  # the real command, as a dry run on tiny sizes: the spec, --set and every flag checked
         monkeypatch.chdir(REPO)
         from search.cli import main

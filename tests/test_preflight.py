@@ -131,3 +131,60 @@ def test_set_applies_to_fixed_keys_and_is_shown_in_the_dry_run(capsys, tmp_path)
     assert configured.trial_config({"variant": "b", "seed": 0}).aspp_rates == (1, 2, 3)
     # the user's --set beats the profile, which never touches an ablated key
     assert exp.configure("cpu", sets={"epochs": 1}).defaults["epochs"] == 1
+
+
+def test_resume_under_another_design_is_refused_before_ray(no_ray, capsys):
+    # before: --resume silently continued under a changed --set, an edited spec or another profile
+    from search.cli import _experiment, parse_args
+    from search.record import experiment_record
+
+    started = _experiment(parse_args([TASK_WEIGHTS, "--profile", "smoke"])).configure("smoke")
+    exp_dir = no_ray / "results" / "task_weights"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "mtl_experiment.json").write_text(experiment_record(started))
+    err = _refused(capsys, [TASK_WEIGHTS, "--profile", "smoke", "--resume", "--set", "lr=0.01", "--no-dashboard"],
+                   "--resume: experiment 'task_weights' was started with another design; changed:",
+                   "set.lr: null -> 0.01", "defaults.lr: 0.001 -> 0.01", "or start a new experiment with --name")
+    assert "Traceback" not in err
+    _refused(capsys, [TASK_WEIGHTS, "--profile", "cpu", "--resume", "--no-dashboard"], 'profile: "smoke" -> "cpu"')
+    _refused(capsys, [TASK_WEIGHTS, "--profile", "smoke", "--resume", "--seeds", "3", "--no-dashboard"],
+             "seeds: [0, 1] -> [0, 1, 2]")
+
+
+def test_a_spec_asking_for_gpus_this_machine_lacks_is_refused(no_ray, capsys, tmp_path):
+    # before: `resources: {gpus: 1}` on a CPU-only machine started Ray and left every trial pending forever
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the spec fits")
+    spec = write_spec(tmp_path, "resources: {gpus: 1}\n", name="gpu_spec")
+    _refused(capsys, [str(spec), "--profile", "smoke"], "key 'resources.gpus': 1 per trial, but this machine has 0",
+             "--gpus-per-trial 0")
+    assert [p for p in _written(no_ray) if not p.endswith(".yaml")] == []  # nothing but the spec itself
+    spec = write_spec(tmp_path, "resources: {cpus: 64}\n", name="cpu_spec")
+    _refused(capsys, [str(spec), "--profile", "smoke"], "key 'resources.cpus': 64 per trial")
+
+
+def test_a_completed_run_is_not_reported_interrupted_without_tunes_sigint_handler(monkeypatch):
+    # before: with TUNE_DISABLE_SIGINT_HANDLER=1 our own handler stayed in place, which read as "interrupted"
+    import os
+    import signal
+    import time
+
+    from search.driver import _fit
+
+    class Finishes:
+        def fit(self):
+            return "grid"
+
+    class CtrlC:
+        def fit(self):
+            os.kill(os.getpid(), signal.SIGINT)  # no Tune handler: ours catches it
+            time.sleep(1)
+            return "never"
+
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    assert _fit(Finishes()) == ("grid", False)
+    assert _fit(CtrlC()) == (None, True)
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")
+    assert _fit(Finishes()) == ("grid", True)  # Tune's handler would have replaced ours had it not fired

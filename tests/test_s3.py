@@ -68,6 +68,10 @@ def test_search_state_results_and_checkpoints_live_in_s3(s3, experiment):
             "state.pt", "report.html", "table.md"} <= names
     assert any(re.search(r"/checkpoint_000001/state\.pt$", k) for k in keys)
     assert sum(k.endswith("/trial_config.yaml") for k in keys) == 2
+    # the checkpoint policy on S3: each row's one trial keeps its final checkpoint only (its best weights);
+    # the epoch-1 full states were deleted from the bucket as the trials finished
+    assert not any("/checkpoint_000000/" in k for k in keys)
+    assert sum(k.endswith("/state.pt") for k in keys) == 2 and "checkpoints.json" in names
 
 
 def test_report_reads_back_from_s3(experiment, tmp_path):
