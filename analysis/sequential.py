@@ -1,0 +1,112 @@
+"""A group-sequential paired t-test for adding seeds round by round, with its error rate controlled by design.
+
+Looking at a comparison after every new seed and testing again ("peeking") inflates false positives: with 4 rows,
+looks at 3..8 seeds and a plain paired t + Holm at every look, about 15 % of null tables show a false positive at
+the 5 % level. The design here fixes, before the first trial, the looks (n = first .. max seeds) and an
+O'Brien-Fleming-shaped boundary, and turns what was seen into a *repeated p-value* that stays valid whatever rule
+decided to stop or continue (a row settled, a budget spent, what other rows did):
+
+- at look n the paired t statistic of the per-seed differences, T_n, is mapped to the normal scale,
+  z_n = Φ⁻¹(F_t(|T_n|; n − 1)), and standardised by the O'Brien-Fleming shape: W_n = z_n · sqrt(n / max);
+- M = the largest W_n over every planned look. Under the null the differences are i.i.d. N(0, σ²) and T_n does
+  not depend on σ, so M's null distribution is the same for every row and noise level: a Monte-Carlo table of it
+  (fixed RNG seed, 200 000 draws: its own error on a 5 % tail is ±0.1 %) is exact up to that error, and is
+  computed once per (first, max) and cached;
+- the repeated p-value of the looks taken so far is P₀(M ≥ max of the W_n seen). Had the row gone on to `max`,
+  its M could only be larger, so P(p ≤ α) ≤ α under the null for any stopping rule;
+- Holm across a table's rows on the repeated p-values.
+
+A row that cannot reach significance may stop early for futility (non-binding: stopping never adds a rejection).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from scipy import stats
+
+from analysis.stats import ALPHA, holm
+
+NULL_DRAWS = 200_000
+NULL_SEED = 20261130
+
+
+def standardised(diffs: np.ndarray, first: int, last: int) -> np.ndarray:
+    """W_n for n = first .. min(len, last) along the last axis of `diffs` (…, seeds): z of the two-sided paired
+    t statistic of the first n differences, times sqrt(n / last). NaN where the differences have no variance."""
+    d = np.asarray(diffs, float)
+    n = np.arange(1, d.shape[-1] + 1)
+    mean = np.cumsum(d, axis=-1) / n
+    sq = np.cumsum(d * d, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (sq - n * mean * mean) / np.maximum(n - 1, 1)
+        t = np.abs(mean) / np.sqrt(np.maximum(var, 0) / n)
+    looks = slice(first - 1, min(d.shape[-1], last))
+    df = (n - 1)[looks]
+    # two-sided p of the t statistic, then the z with the same two-sided p (accurate far into the tail)
+    z = stats.norm.isf(stats.t.sf(t[..., looks], df))
+    return z * np.sqrt(n[looks] / last)
+
+
+@functools.cache
+def null_maxima(first: int, last: int, draws: int = NULL_DRAWS) -> np.ndarray:
+    """Sorted null draws of M = max over the planned looks of W_n (normal differences; the t path does not depend
+    on the noise level)."""
+    if not 2 <= first <= last:
+        raise ValueError(f"need 2 <= first <= max seeds, got first={first}, max={last}")
+    rng = np.random.default_rng(NULL_SEED)
+    out = np.empty(draws)
+    for start in range(0, draws, 50_000):  # in blocks: bounded memory
+        block = rng.standard_normal((min(50_000, draws - start), last))
+        out[start:start + len(block)] = np.nanmax(standardised(block, first, last), axis=-1)
+    return np.sort(out)
+
+
+def repeated_p(diffs, first: int, last: int) -> float:
+    """The repeated p-value of the looks taken (first .. len(diffs) seeds) under the design (first, last)."""
+    d = np.asarray(diffs, float)
+    if len(d) < first:
+        return math.nan
+    w = standardised(d, first, last)
+    if not np.isfinite(w).any():
+        return math.nan  # no variance at any look: no test
+    table = null_maxima(first, last)
+    exceed = len(table) - np.searchsorted(table, np.nanmax(w), side="left")
+    return float((exceed + 1) / (len(table) + 1))
+
+
+def sequential_table(diffs: dict[str, list[float]], first: int, last: int) -> dict[str, dict[str, float]]:
+    """Per row: seeds used, repeated p and Holm-adjusted repeated p across the rows."""
+    rows = list(diffs)
+    raw = [repeated_p(diffs[r], first, last) for r in rows]
+    adjusted = holm(raw)
+    return {r: {"seeds": len(diffs[r]), "p_repeated": p, "p_holm": a} for r, p, a in zip(rows, raw, adjusted,
+                                                                                        strict=True)}
+
+
+def futile(diffs, first: int, last: int, threshold: float = 0.5) -> bool:
+    """Non-binding futility: past the first look, a row whose two-sided fixed-n p exceeds `threshold` stops."""
+    d = np.asarray(diffs, float)
+    if len(d) <= first:
+        return False
+    p = stats.ttest_1samp(d, 0.0).pvalue
+    return bool(np.isfinite(p) and p > threshold)
+
+
+def settled(diffs: dict[str, list[float]], first: int, last: int, alpha: float = ALPHA) -> dict[str, str]:
+    """Per row: 'resolved' (Holm-adjusted repeated p < alpha), 'futile', 'max' (reached the last look) or ''
+    (give it one more seed)."""
+    table = sequential_table(diffs, first, last)
+    out = {}
+    for row, r in table.items():
+        if np.isfinite(r["p_holm"]) and r["p_holm"] < alpha:
+            out[row] = "resolved"
+        elif len(diffs[row]) >= last:
+            out[row] = "max"
+        elif futile(diffs[row], first, last):
+            out[row] = "futile"
+        else:
+            out[row] = ""
+    return out

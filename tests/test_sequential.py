@@ -1,0 +1,135 @@
+"""The group-sequential design keeps its error rate whatever decides to add seeds: vectorised simulations.
+
+Model (the issue's): Y[row, seed] = mu_row + u_seed + eps, u ~ N(0, 2^2) shared by every row of a seed (it cancels in
+the paired differences), eps ~ N(0, sigma^2); 4 rows + a baseline; first 3 seeds, max 8; one seed per round to
+every row not yet settled (the baseline's seed comes with it, so pairs stay complete).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.sequential import null_maxima, repeated_p, sequential_table, settled, standardised
+
+FIRST, LAST, ROWS, ALPHA = 3, 8, 4, 0.05
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p along the last axis (vectorised over tables)."""
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1)
+    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    ranked = np.minimum(np.maximum.accumulate(ranked, axis=-1), 1.0)
+    out = np.empty_like(ranked)
+    np.put_along_axis(out, order, ranked, axis=-1)
+    return out
+
+
+def _diffs(tables: int, effects, sigma: float, rng, noise="normal") -> np.ndarray:
+    draw = (lambda size: rng.standard_normal(size)) if noise == "normal" else \
+        (lambda size: rng.standard_t(3, size) / np.sqrt(3.0))  # t3, scaled to unit variance
+    eps = sigma * draw((tables, ROWS + 1, LAST))
+    return np.asarray(effects, float)[None, :, None] + eps[:, 1:] - eps[:, :1]  # (tables, rows, seeds)
+
+
+def _run(d: np.ndarray, rule: str = "sequential", adversarial: bool = False):
+    """The adaptive design over every table at once; returns (rejected rows, seeds used per row)."""
+    tables = d.shape[0]
+    table = null_maxima(FIRST, LAST)
+    w = standardised(d, FIRST, LAST)  # (tables, rows, looks) for n = FIRST .. LAST
+    n = np.full((tables, ROWS), FIRST)
+    done = np.zeros((tables, ROWS), bool)
+    rejected = np.zeros((tables, ROWS), bool)
+    looks = np.arange(FIRST, LAST + 1)
+    for _ in range(LAST - FIRST + 1):
+        seen = np.where(looks[None, None, :] <= n[..., None], w, -np.inf)
+        if rule == "sequential":
+            best = np.nanmax(np.where(np.isfinite(seen), seen, -np.inf), axis=-1)
+            p = (len(table) - np.searchsorted(table, best, side="left") + 1) / (len(table) + 1)
+        else:  # the naive rule: a plain paired t-test at the current n, as if it had been fixed in advance
+            p = _prefix_p(d, n)
+        adjusted = _holm(p)
+        rejected |= adjusted < ALPHA
+        done |= rejected | (n >= LAST)
+        if rule == "sequential":
+            fixed_p = _prefix_p(d, n)
+            done |= (n > FIRST) & (fixed_p > 0.5)  # non-binding futility
+        if adversarial:  # stop the whole table as soon as any row is significant
+            done |= rejected.any(-1, keepdims=True)
+        if done.all():
+            break
+        n = np.where(done, n, n + 1)
+    return rejected, n
+
+
+def _prefix_p(d: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Two-sided one-sample t p-value of each row's first n differences (vectorised)."""
+    idx = np.arange(d.shape[-1])
+    mask = idx[None, None, :] < n[..., None]
+    k = n.astype(float)
+    mean = np.where(mask, d, 0).sum(-1) / k
+    var = (np.where(mask, (d - mean[..., None]) ** 2, 0)).sum(-1) / (k - 1)
+    tstat = np.abs(mean) / np.sqrt(var / k)
+    return 2 * stats.t.sf(tstat, k - 1)
+
+
+def test_the_null_table_is_the_distribution_of_the_largest_standardised_statistic():
+    table = null_maxima(FIRST, LAST)
+    assert len(table) == 200_000 and np.all(np.diff(table) >= 0)
+    assert null_maxima(FIRST, LAST) is table  # cached per design
+    # one look (first == max) is the fixed-n paired t-test: its repeated p equals the t-test's p
+    d = np.array([1.0, 1.2, 0.9, 1.1, 0.4])
+    assert repeated_p(d, 5, 5) == pytest.approx(stats.ttest_1samp(d, 0).pvalue, abs=0.003)
+    assert np.isnan(repeated_p([1.0, 1.0, 1.0], 3, 8))  # no variance: no test
+    assert np.isnan(repeated_p([1.0, 2.0], 3, 8))  # before the first look
+    # more looks never make a p larger: the maximum only grows
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.8, 1, LAST)
+    ps = [repeated_p(x[:k], FIRST, LAST) for k in range(FIRST, LAST + 1)]
+    assert all(a >= b for a, b in itertools.pairwise(ps))
+
+
+def test_family_wise_error_is_controlled_and_peeking_is_not():
+    rng = np.random.default_rng(7)
+    d = _diffs(4000, [0, 0, 0, 0], 0.5, rng)
+    rejected, n = _run(d)
+    fwer = rejected.any(-1).mean()
+    assert fwer <= 0.060, fwer
+    assert n.max() <= LAST and n.mean() <= 6.5, n.mean()  # null rows stop early (futility) and never pass max
+    naive, _ = _run(d, rule="naive")  # plain p + Holm at every look: the test has teeth
+    assert naive.any(-1).mean() >= 0.10, naive.any(-1).mean()
+
+
+def test_adversarial_stopping_and_heavy_tailed_noise_keep_the_rate():
+    rng = np.random.default_rng(11)
+    rejected, _ = _run(_diffs(4000, [0, 0, 0, 0], 0.5, rng), adversarial=True)
+    assert rejected.any(-1).mean() <= 0.060
+    rejected, _ = _run(_diffs(4000, [0, 0, 0, 0], 0.5, rng, noise="t3"))
+    assert rejected.any(-1).mean() <= 0.060
+
+
+@pytest.mark.parametrize(("sigma", "floor"), [(0.2, 0.98), (0.5, 0.60)])
+def test_power_for_a_planted_effect(sigma, floor):
+    rng = np.random.default_rng(3)
+    d = _diffs(4000, [1.0, 0, 0, 0], sigma, rng)
+    rejected, n = _run(d)
+    power = rejected[:, 0].mean()
+    fixed = (_holm(_prefix_p(d, np.full(d.shape[:2], LAST))) < ALPHA)[:, 0].mean()  # 8 seeds, no peeking
+    assert power >= floor and power >= 0.9 * fixed, (power, fixed)
+    assert n.max() <= LAST
+
+
+def test_a_table_of_rows_says_seeds_repeated_p_holm_and_what_to_do():
+    rng = np.random.default_rng(5)
+    # O'Brien-Fleming spends little at the first look: 3 seeds settle only an overwhelming difference
+    diffs = {"big": list(rng.normal(10.0, 0.05, 3)), "none": list(rng.normal(0.0, 0.5, 5)),
+             "some": list(rng.normal(0.6, 0.5, 4))}
+    table = sequential_table(diffs, FIRST, LAST)
+    assert table["big"]["seeds"] == 3 and table["big"]["p_holm"] < 0.05
+    assert table["none"]["p_holm"] >= table["none"]["p_repeated"]
+    fate = settled(diffs, FIRST, LAST)
+    assert fate["big"] == "resolved" and fate["some"] in ("", "resolved")
