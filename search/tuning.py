@@ -84,12 +84,15 @@ def trial_dirname(trial) -> str:
 def tune_config(exp: Experiment, max_concurrent: int | None) -> tune.TuneConfig:
     searcher = search_alg(exp, max_concurrent)
     samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
-    return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=scheduler(exp), search_alg=searcher,
+    chosen = scheduler(exp)
+    return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=chosen, search_alg=searcher,
                            num_samples=samples, max_concurrent_trials=None if searcher else max_concurrent,
                            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
                            # a trial's worker process runs the next trial too: starting one (Python, torch, Ray)
-                           # took ~5 s on 2 cores, more than a short trial itself (bench.search_overhead)
-                           reuse_actors=True)
+                           # took ~5 s on 2 cores, more than a short trial itself (bench.search_overhead). Not with
+                           # seed-aware ASHA: it stops a row's other seeds mid-epoch, and Tune gives a reused worker
+                           # 2 s to finish the stopped trial's epoch before it fails the next trial
+                           reuse_actors=not isinstance(chosen, SeedAwareASHAScheduler))
 
 
 def trainable(exp: Experiment, cpus: float, gpus: float, shared: dict | None = None):

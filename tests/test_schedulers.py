@@ -130,3 +130,14 @@ def test_scheduler_flag_swaps_the_spec_scheduler_before_ray_starts(capsys):
                          (",,", "expected TYPE[,key=value...] with TYPE one of none, asha, median")):
         assert run_search([spec, "--dry-run", "--scheduler", bad]) == 2
         assert f"error: --scheduler: {message}" in capsys.readouterr().err
+
+
+def test_workers_are_reused_except_under_seed_aware_asha():
+    from search import tuning
+    from search.cli import _experiment, parse_args
+
+    grid = _experiment(parse_args(["ablations/task_weights.yaml"]))
+    assert tuning.tune_config(grid, 2).reuse_actors
+    seed_aware = _experiment(parse_args(["ablations/optimizer_lr.yaml", "--seeds", "2", "--scheduler", "asha"]))
+    assert isinstance(tuning.scheduler(seed_aware), SeedAwareASHAScheduler)
+    assert not tuning.tune_config(seed_aware, 2).reuse_actors  # it stops seeds mid-epoch
