@@ -24,6 +24,8 @@ from search.retention import CheckpointRetention, storage_full_reason
 from search.storage import Storage, free_bytes, megabytes
 from search.trials import Experiment
 
+SCHEDULER_STATE = "seed_asha_state.json"  # seed-aware ASHA's rungs, read back by `--resume`
+
 
 def _init_ray(args: argparse.Namespace) -> str | None:
     """Join `--address`, reuse an initialised Ray, or start a local one on loopback (see search.cli)."""
@@ -104,7 +106,12 @@ def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callback
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
     max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
     return tune.Tuner(trainable, param_space=tuning.param_space(exp),
-                      tune_config=tuning.tune_config(exp, max_concurrent), run_config=run_config)
+                      tune_config=tuning.tune_config(exp, max_concurrent, _scheduler_state(exp, storage)),
+                      run_config=run_config)
+
+
+def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
+    return storage.fs, f"{storage.experiment(exp.name)}/{SCHEDULER_STATE}"
 
 
 def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb_dir: str | None) -> None:

@@ -10,11 +10,13 @@ siblings are stopped through Tune's controller, not at their next report: the ep
 finished for nothing). A seed that
 reaches the next rung while its row still waits (its siblings run later, e.g. with few workers) forces the
 decision on the seeds seen so far, so no trial runs ahead of its row by more than one rung. A row without a score
-(NaN, e.g. a single-task row ranked on `multitask_raw`) ranks last.
+(NaN, e.g. a single-task row ranked on `multitask_raw`) ranks last. The rungs are written to the experiment's
+storage after every decision and read back on `--resume` (Tune restores a scheduler as it was at the start).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 
@@ -39,8 +41,11 @@ class RankedASHAScheduler(ASHAScheduler):
 class SeedAwareASHAScheduler(FIFOScheduler):
     def __init__(self, seeds: int, max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
                  time_attr: str = "training_iteration", metric: str | None = None, mode: str | None = None,
-                 group_by: str = "variant") -> None:
+                 group_by: str = "variant", state_file: tuple | None = None) -> None:
+        """`state_file`: (pyarrow filesystem, path) where the rungs are kept after every decision: Tune restores a
+        scheduler as it was when the search started, so `--resume` reads its rungs back from there."""
         super().__init__()
+        self.state_file, self._loaded = state_file, state_file is None
         if seeds < 1 or grace_period < 1 or reduction_factor <= 1 or max_t < grace_period:
             raise ValueError("need seeds >= 1, grace_period >= 1, reduction_factor > 1, max_t >= grace_period")
         self.seeds, self.time_attr, self.group_by = seeds, time_attr, group_by
@@ -63,6 +68,8 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         return str(trial.config.get(self.group_by))
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if not self._loaded:
+            self._load()
         if self.time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         self.trial_epochs += 1
@@ -109,6 +116,42 @@ class SeedAwareASHAScheduler(FIFOScheduler):
         self.decided[rung][row] = mean
         if cutoff is not None and mean < cutoff:  # -inf (no score) is below any cutoff
             self.stopped_rows[row] = rung
+        self._save()
+
+    def _state(self) -> dict:
+        def plain(v: float) -> float | str:
+            return v if math.isfinite(v) else str(v)
+
+        return {"values": {str(r): {row: {t: plain(v) for t, v in seen.items()} for row, seen in rows.items()}
+                           for r, rows in self.values.items()},
+                "decided": {str(r): {row: plain(v) for row, v in rows.items()} for r, rows in self.decided.items()},
+                "stopped_rows": self.stopped_rows}
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        fs, path = self.state_file
+        try:
+            with fs.open_output_stream(path) as f:
+                f.write(json.dumps(self._state()).encode())
+        except OSError:  # a storage hiccup: the next decision writes it again
+            pass
+
+    def _load(self) -> None:
+        """The rungs of an earlier run of this experiment (`--resume`), once."""
+        self._loaded = True
+        fs, path = self.state_file
+        try:
+            with fs.open_input_stream(path) as f:
+                state = json.loads(f.read())
+        except (OSError, ValueError):
+            return
+        for rung, rows in state["values"].items():
+            for row, seen in rows.items():
+                self.values[float(rung)][row] = {t: float(v) for t, v in seen.items()}
+        for rung, rows in state["decided"].items():
+            self.decided[float(rung)] = {row: float(v) for row, v in rows.items()}
+        self.stopped_rows = {row: float(r) for row, r in state["stopped_rows"].items()}
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         return None

@@ -46,14 +46,15 @@ def max_epochs(exp: Experiment) -> int:
     return max(TrialConfig.from_dict({**exp.defaults, **r.overrides}).epochs for r in exp.rows)
 
 
-def scheduler(exp: Experiment) -> TrialScheduler:
+def scheduler(exp: Experiment, state_file: tuple | None = None) -> TrialScheduler:
     s = exp.spec.scheduler
     # sampled trials are rows of one; seed_aware: false asks for Ray's per-trial ASHA
     metric, mode = rank_metric(exp.metric, exp.mode, s)
     if exp.scheduler == "asha" and s.seed_aware and len(exp.seeds) > 1 and not exp.space:
         # rows replicated over seeds: promote or stop a row on its seed mean (search/schedulers.py)
         return SeedAwareASHAScheduler(seeds=len(exp.seeds), max_t=max_epochs(exp), grace_period=s.grace_period,
-                                      reduction_factor=s.reduction_factor, metric=metric, mode=mode)
+                                      reduction_factor=s.reduction_factor, metric=metric, mode=mode,
+                                      state_file=state_file)
     if exp.scheduler == "asha":
         return RankedASHAScheduler(metric, mode, time_attr="training_iteration", max_t=max_epochs(exp),
                                    grace_period=s.grace_period, reduction_factor=s.reduction_factor)
@@ -81,10 +82,11 @@ def trial_dirname(trial) -> str:
     return f"{trial.trial_id}_{_slug(str(trial.config.get('variant')))}_s{trial.config.get('seed')}"
 
 
-def tune_config(exp: Experiment, max_concurrent: int | None) -> tune.TuneConfig:
+def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple | None = None) -> tune.TuneConfig:
+    """`state_file`: (filesystem, path) where seed-aware ASHA keeps its rungs for `--resume`."""
     searcher = search_alg(exp, max_concurrent)
     samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
-    chosen = scheduler(exp)
+    chosen = scheduler(exp, state_file)
     return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=chosen, search_alg=searcher,
                            num_samples=samples, max_concurrent_trials=None if searcher else max_concurrent,
                            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,

@@ -141,3 +141,24 @@ def test_workers_are_reused_except_under_seed_aware_asha():
     seed_aware = _experiment(parse_args(["ablations/optimizer_lr.yaml", "--seeds", "2", "--scheduler", "asha"]))
     assert isinstance(tuning.scheduler(seed_aware), SeedAwareASHAScheduler)
     assert not tuning.tune_config(seed_aware, 2).reuse_actors  # it stops seeds mid-epoch
+
+
+def test_the_rungs_survive_a_resume(tmp_path):
+    # before: Tune restored the scheduler as it was at the start, so a resumed trial's epoch-5 value met empty rungs
+    import pyarrow.fs as pafs
+
+    state = (pafs.LocalFileSystem(), str(tmp_path / "seed_asha_state.json"))
+    first = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2, metric="m", mode="max",
+                                   state_file=state)
+    controller = _Controller([])
+    for row, value in (("a", 5.0), ("b", 1.0)):
+        for seed in (0, 1):
+            first.on_trial_result(controller, _Trial(row, seed), {"training_iteration": 1, "m": value})
+    assert first.stopped_rows == {"b": 1}
+    resumed = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2, metric="m", mode="max",
+                                     state_file=state)  # what Tuner.restore hands back: empty rungs, same file
+    assert resumed.on_trial_result(controller, _Trial("b", 0), {"training_iteration": 2, "m": 9.0}) == \
+        TrialScheduler.STOP  # the row stopped before the interruption stays stopped
+    assert resumed.decided[1] == {"a": 5.0, "b": 1.0}
+    assert resumed.on_trial_result(controller, _Trial("a", 0), {"training_iteration": 2, "m": 6.0}) == \
+        TrialScheduler.CONTINUE
