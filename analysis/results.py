@@ -150,7 +150,9 @@ def _trial_config(storage: Storage, trial) -> dict[str, Any] | None:
 
 def _clean_history(history: pd.DataFrame) -> pd.DataFrame:
     # a trial stopped for a full storage reported one row without an epoch of its own: not part of its curve
-    return history[history["status"] != "storage_full"] if "status" in history else history
+    history = history[history["status"] != "storage_full"] if "status" in history else history
+    # an epoch reported twice (a trial resumed from a checkpoint a killed driver's snapshot did not know): the last
+    return history.drop_duplicates("epoch", keep="last") if "epoch" in history else history
 
 
 def _finished_frame(storage: Storage, path: str, record: dict[str, Any]) -> pd.DataFrame | None:

@@ -111,11 +111,12 @@ def _stop_for_storage(reason: str, metrics: dict[str, Any], tags: dict[str, Any]
 
 
 def _resume_point(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | None:
-    """Tune's latest checkpoint of this trial, or, when the experiment snapshot it came from is older than the
-    checkpoint policy's deletions (a driver killed between two snapshots), the newest one still in storage."""
-    if checkpoint is None or checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
+    """Tune's latest checkpoint of this trial, or, when the experiment snapshot it came from is older than what the
+    trial saved (a driver killed between two snapshots: a checkpoint it does not know of, or one the checkpoint
+    policy has deleted since), the newest one in storage."""
+    if checkpoint is not None and checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
         return checkpoint
-    storage = tune.get_context().get_storage()
+    storage = tune.get_context().get_storage()  # also when Tune knows none: a killed driver's snapshot lags
     fs, root = storage.storage_filesystem, storage.trial_fs_path
     folders = [i for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
                if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
