@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,34 @@ def best_weights(state: dict[str, Any]) -> dict[str, Any]:
     if state.get("kind") == BEST_WEIGHTS:
         return state["model"]
     return state.get("best_model") or state["model"]
+
+
+STAGING_PREFIX = "mtl-tune-ckpt-"  # + the pid of the process that stages there
+
+
+def staging_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for a checkpoint on its way to storage, named after this process: a process killed while
+    it held one (a lost node, a stopped actor) leaves it behind, and `sweep_staging` removes it later."""
+    return tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_staging(root: str | None = None) -> int:
+    """Delete the staging folders of processes that no longer run (checkpoints of hundreds of MB each); returns
+    how many."""
+    removed = 0
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed

@@ -14,7 +14,6 @@ import logging
 import random
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -234,7 +233,7 @@ def _report_epoch(run: _Run, metrics: dict[str, Any], report: Report, out_dir: s
         metrics = {**metrics, **run.times.as_metrics(tick - started)}
         report(metrics, None)
         return metrics
-    with (nullcontext(str(Path(out_dir) / "last")) if out_dir else tempfile.TemporaryDirectory()) as ckpt:
+    with (nullcontext(str(Path(out_dir) / "last")) if out_dir else ckpt_io.staging_dir()) as ckpt:
         last = final == "weights" and run.epoch == run.cfg.epochs and not out_dir
         save_checkpoint(ckpt, run.final_state(metrics) if last else run.state())
         if out_dir and run.best["best_epoch"] == run.epoch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 from ray import tune
 
 from analysis.results import TRIAL_CONFIG_FILE
+from mtl.checkpoint import staging_dir, sweep_staging
 from mtl.data.loading import decoded_key
 from mtl.train import train
 from search.retention import STORAGE_FULL
@@ -46,6 +46,7 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
     checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged". `shared`: decoded
     splits by `decoded_key`, put in Ray's object store once by the driver (read zero-copy by every trial of a node)."""
     entered, actor_start = time.perf_counter(), _actor_start_s()
+    sweep_staging()  # checkpoints a killed worker of this node left in the temp folder
     cfg = experiment.trial_config(config)
     # shared arrays only for trials that read decoded data (a spec may ablate in_memory itself)
     decoded = (shared or {}).get(decoded_key(cfg)) if cfg.in_memory else None
@@ -131,6 +132,6 @@ def _train_or_resume(cfg, report, variant: str, decoded: dict | None, final: str
     if previous is None:
         train(cfg, report, decoded=decoded, final=final)
         return
-    with tempfile.TemporaryDirectory() as local:
+    with staging_dir() as local:
         previous.to_directory(local)  # a local copy: Tune may prune the stored one while we train
         train(cfg, report, checkpoint_dir=local, decoded=decoded, final=final)

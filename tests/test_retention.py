@@ -141,3 +141,21 @@ seeds: 2
     assert len(top) == 1
     state = load_checkpoint(next((storage / "keep_top" / top[0]).glob("checkpoint_*")))
     assert "optimizer" in state and "kind" not in state  # state=full: the last full state (and the best weights)
+
+
+def test_checkpoints_a_killed_process_was_staging_are_swept(tmp_path):
+    # a worker killed inside a report (a lost node, a stopped actor) left its ~300 MB staging folder in /tmp
+    import os
+    import subprocess
+    import sys
+
+    from mtl.checkpoint import STAGING_PREFIX, sweep_staging
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{STAGING_PREFIX}{int(gone.stdout)}-abc"
+    alive = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "state.pt").write_bytes(b"x" * 1000)
+    assert sweep_staging(str(tmp_path)) == 1
+    assert not dead.exists() and alive.exists()  # a running process's checkpoint is left alone
