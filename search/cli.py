@@ -73,7 +73,7 @@ def _experiment(args: argparse.Namespace) -> Experiment:
             check_metric(block.metric, "metric", "--scheduler")
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"scheduler": block}), scheduler=block.type)
         check_grace_period(exp)
-    if args.checkpoints:
+    if args.checkpoints is not None:
         block = checkpoints_flag(args.checkpoints, exp.spec.checkpoints)
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"checkpoints": block}))
     return exp

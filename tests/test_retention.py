@@ -76,7 +76,8 @@ def test_checkpoint_policy_in_the_spec_and_on_the_command_line(tmp_path, capsys)
     assert keep_rule(flagged) == ("top", 2) and flagged.spec.checkpoints.state == "full"
     assert keep_rule(_experiment(parse_args(["ablations/task_weights.yaml", "--checkpoints", "none"]))) == ("none", 0)
     for bad, message in (("best", "--checkpoints: key 'keep': allowed: 'auto', 'none', 'rows', 'top' or 'all'"),
-                         ("top,top=0", "--checkpoints: key 'top'"), ("rows,state=optimizer", "key 'state'")):
+                         ("top,top=0", "--checkpoints: key 'top'"), ("rows,state=optimizer", "key 'state'"),
+                         ("", "--checkpoints: expected KEEP[,key=value...] with KEEP one of auto, none, rows")):
         assert run_search(["ablations/task_weights.yaml", "--dry-run", "--checkpoints", bad]) == 2
         assert message in capsys.readouterr().err
     spec = write_spec(tmp_path, "checkpoints: {keep: rows, keep_last: 2}\n")
