@@ -56,12 +56,6 @@ def probe(cfg: TrialConfig, steps: int = 2, threads: int | None = None) -> Probe
     return _probe(shape, steps, threads)
 
 
-def probe_throughput(cfg: TrialConfig, steps: int = 2) -> tuple[float, float]:
-    """(train img/s, eval img/s) of this config's model here."""
-    p = probe(cfg, steps)
-    return cfg.batch_size / p.step_s, cfg.val_batch_size / p.eval_batch_s
-
-
 def _hashable(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 

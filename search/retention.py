@@ -19,10 +19,9 @@ import os
 import signal
 from typing import Any
 
-import pyarrow.fs as pafs
 from ray import tune
 
-from search.storage import Storage, tree_bytes
+from search.storage import Storage, checkpoint_folders, tree_bytes
 from search.trials import Experiment
 
 MANIFEST_FILE = "checkpoints.json"
@@ -103,12 +102,7 @@ class CheckpointRetention(tune.Callback):
             self._delete(self.kept.pop(loser)["path"])
 
     def _checkpoint_folders(self, trial) -> list[str]:
-        try:
-            listing = self.storage.fs.get_file_info(pafs.FileSelector(trial.storage.trial_fs_path,
-                                                                      allow_not_found=True))
-        except OSError:
-            return []
-        return [i.path for i in listing if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+        return [i.path for i in checkpoint_folders(self.storage.fs, trial.storage.trial_fs_path)]
 
     def _prune(self, trial, keep: str | None) -> None:
         """Delete the trial's checkpoint folders but `keep` (also half-written ones of a failed save)."""

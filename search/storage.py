@@ -84,6 +84,15 @@ def split_experiment_uri(uri: str) -> tuple[Storage, str]:
     return open_storage(parent), name
 
 
+def checkpoint_folders(fs: pafs.FileSystem, trial_root: str) -> list[pafs.FileInfo]:
+    """The `checkpoint_NNNNNN` folders Tune wrote under a trial's folder (none when it is not there)."""
+    try:
+        listing = fs.get_file_info(pafs.FileSelector(trial_root, allow_not_found=True))
+    except OSError:
+        return []
+    return [i for i in listing if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+
+
 def tree_bytes(fs: pafs.FileSystem, path: str) -> int:
     """Bytes under `path` (a file or a folder, local or S3); 0 when it is not there."""
     try:

@@ -17,7 +17,7 @@ from mtl.checkpoint import staging_dir, sweep_staging
 from mtl.data.loading import decoded_key
 from mtl.train import train
 from search.retention import STORAGE_FULL
-from search.storage import free_bytes, is_storage_full, megabytes, tree_bytes
+from search.storage import checkpoint_folders, free_bytes, is_storage_full, megabytes, tree_bytes
 from search.trials import Experiment, format_value
 
 # room left beside the next checkpoint: Tune's own state and results, the finished trials' weights copies
@@ -118,10 +118,8 @@ def _resume_point(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | None:
     if checkpoint is not None and checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
         return checkpoint
     storage = tune.get_context().get_storage()  # also when Tune knows none: a killed driver's snapshot lags
-    fs, root = storage.storage_filesystem, storage.trial_fs_path
-    folders = [i for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-               if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
-    newest = max(folders, key=lambda i: i.base_name, default=None)
+    fs = storage.storage_filesystem
+    newest = max(checkpoint_folders(fs, storage.trial_fs_path), key=lambda i: i.base_name, default=None)
     return tune.Checkpoint(newest.path, filesystem=fs) if newest else None
 
 
