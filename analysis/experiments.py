@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.results import RECORD_FILE, RESULTS_FILE
+from search.record import LOOKS_FILE, RECORD_FILE, RESULTS_FILE
 from search.storage import split_experiment_uri
 
 POSTHOC_FILE = "posthoc/posthoc.parquet"
-ARTIFACTS = (RECORD_FILE, RESULTS_FILE, POSTHOC_FILE)
+ARTIFACTS = (RECORD_FILE, RESULTS_FILE, POSTHOC_FILE, LOOKS_FILE)
 
 
 @dataclass
@@ -25,6 +25,7 @@ class SavedExperiment:
     record: dict[str, Any]
     frame: pd.DataFrame  # one row per trial (results.parquet)
     posthoc: pd.DataFrame | None  # one row per (trial, setting), when `analysis.posthoc` ran
+    looks: dict[str, Any] | None = None  # seed_looks.json of an adaptive-seeds design
 
     @property
     def name(self) -> str:
@@ -50,9 +51,10 @@ def read_saved(uri: str) -> SavedExperiment:
     record, results = _read(storage, f"{base}/{RECORD_FILE}"), _read(storage, f"{base}/{RESULTS_FILE}")
     if record is None or results is None:
         raise FileNotFoundError(f"{uri}: needs {RECORD_FILE} and {RESULTS_FILE} (written when a run ends)")
-    posthoc = _read(storage, f"{base}/{POSTHOC_FILE}")
+    posthoc, looks = _read(storage, f"{base}/{POSTHOC_FILE}"), _read(storage, f"{base}/{LOOKS_FILE}")
     return SavedExperiment(uri, json.loads(record), pd.read_parquet(io.BytesIO(results)),
-                           pd.read_parquet(io.BytesIO(posthoc)) if posthoc else None)
+                           pd.read_parquet(io.BytesIO(posthoc)) if posthoc else None,
+                           json.loads(looks) if looks else None)
 
 
 def copy_artifacts(uri: str, dest: str | Path) -> Path:

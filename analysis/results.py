@@ -19,10 +19,9 @@ import pyarrow.fs as pafs
 import yaml
 from ray.tune import ExperimentAnalysis
 
+from search.record import EXTENDED_FILE, RECORD_FILE, RESULTS_FILE
 from search.storage import Storage, megabytes, split_experiment_uri, tree_bytes
 
-RECORD_FILE = "mtl_experiment.json"
-RESULTS_FILE = "results.parquet"
 TRIAL_CONFIG_FILE = "trial_config.yaml"
 METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "train_loss")
 TIME_PARTS = ("startup", "data", "train", "eval", "checkpoint", "other")  # `time_<part>_s` of mtl.train
@@ -171,7 +170,8 @@ def _load_finished(storage: Storage, path: str, record: dict[str, Any], frame: p
     """A finished experiment from its saved per-trial files, without unpickling Tune's state of every trial."""
     histories, configs = {}, {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    for trial_id, folder in zip(frame["trial_id"], frame["trial_dir"], strict=True):
+    own = frame[frame["extended_from"].isna()] if "extended_from" in frame else frame
+    for trial_id, folder in zip(own["trial_id"], own["trial_dir"], strict=True):
         base = f"{path}/{folder}"
         configs[trial_id] = yaml.load(storage.read_text(f"{base}/{TRIAL_CONFIG_FILE}"), Loader=loader)
         if storage.exists(f"{base}/progress.csv"):
@@ -203,8 +203,22 @@ def load_results(uri: str) -> ExperimentResults:
         order = {r["name"]: i for i, r in enumerate(record["rows"])}
         frame = frame.sort_values(["variant", "seed", "trial_id"],
                                   key=lambda s: s.map(order) if s.name == "variant" else s).reset_index(drop=True)
-    partial = bool(unfinished) or len(ea.trials) < record["trial_count"]
+    # an adaptive design stops when its comparisons are settled: fewer trials than its maximum is not partial
+    partial = bool(unfinished) or (not record.get("adaptive") and len(ea.trials) < record["trial_count"])
+    frame = with_extended(storage, path, frame)
     return ExperimentResults(storage.display(path), record, frame, histories, configs, partial, storage, ea)
+
+
+def with_extended(storage: Storage, path: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials of the experiment this one extends (`--extend`: their per-trial results, marked by
+    `extended_from`), then this experiment's own; a (row, seed) this run retried keeps the new trial."""
+    if not storage.exists(f"{path}/{EXTENDED_FILE}"):
+        return frame
+    prior = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{path}/{EXTENDED_FILE}")))
+    if not frame.empty:
+        ran = set(zip(frame["variant"], frame["seed"], strict=True))
+        prior = prior[[(v, s) not in ran for v, s in zip(prior["variant"], prior["seed"], strict=True)]]
+    return pd.concat([prior, frame], ignore_index=True) if not frame.empty else prior.reset_index(drop=True)
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -33,25 +33,27 @@ NULL_DRAWS = 200_000
 NULL_SEED = 20261130
 
 
-def standardised(diffs: np.ndarray, first: int, last: int) -> np.ndarray:
-    """W_n for n = first .. min(len, last) along the last axis of `diffs` (…, seeds): z of the two-sided paired
-    t statistic of the first n differences, times sqrt(n / last). NaN where the differences have no variance."""
+def standardised(diffs: np.ndarray, first: int, last: int, sided: int = 2) -> np.ndarray:
+    """W_n for n = first .. min(len, last) along the last axis of `diffs` (…, seeds): z of the paired t statistic
+    of the first n differences (two-sided: of |T|; one-sided: of T, for "mean > 0"), times sqrt(n / last). NaN
+    where the differences have no variance."""
     d = np.asarray(diffs, float)
     n = np.arange(1, d.shape[-1] + 1)
     mean = np.cumsum(d, axis=-1) / n
     sq = np.cumsum(d * d, axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         var = (sq - n * mean * mean) / np.maximum(n - 1, 1)
-        t = np.abs(mean) / np.sqrt(np.maximum(var, 0) / n)
+        t = mean / np.sqrt(np.maximum(var, 0) / n)
+    t = np.abs(t) if sided == 2 else t
     looks = slice(first - 1, min(d.shape[-1], last))
     df = (n - 1)[looks]
-    # two-sided p of the t statistic, then the z with the same two-sided p (accurate far into the tail)
+    # the t statistic's tail probability, then the z with the same tail (two-sided: the two-sided p's z)
     z = stats.norm.isf(stats.t.sf(t[..., looks], df))
     return z * np.sqrt(n[looks] / last)
 
 
 @functools.cache
-def null_maxima(first: int, last: int, draws: int = NULL_DRAWS) -> np.ndarray:
+def null_maxima(first: int, last: int, draws: int = NULL_DRAWS, sided: int = 2) -> np.ndarray:
     """Sorted null draws of M = max over the planned looks of W_n (normal differences; the t path does not depend
     on the noise level)."""
     if not 2 <= first <= last:
@@ -60,30 +62,45 @@ def null_maxima(first: int, last: int, draws: int = NULL_DRAWS) -> np.ndarray:
     out = np.empty(draws)
     for start in range(0, draws, 50_000):  # in blocks: bounded memory
         block = rng.standard_normal((min(50_000, draws - start), last))
-        out[start:start + len(block)] = np.nanmax(standardised(block, first, last), axis=-1)
+        out[start:start + len(block)] = np.nanmax(standardised(block, first, last, sided), axis=-1)
     return np.sort(out)
 
 
-def repeated_p(diffs, first: int, last: int) -> float:
-    """The repeated p-value of the looks taken (first .. len(diffs) seeds) under the design (first, last)."""
+def repeated_p(diffs, first: int, last: int, sided: int = 2) -> float:
+    """The repeated p-value of the looks taken (first .. len(diffs) seeds) under the design (first, last);
+    `sided=1` tests "mean > 0" against "mean <= 0"."""
     d = np.asarray(diffs, float)
     if len(d) < first:
         return math.nan
-    w = standardised(d, first, last)
+    w = standardised(d, first, last, sided)
     if not np.isfinite(w).any():
         return math.nan  # no variance at any look: no test
-    table = null_maxima(first, last)
+    table = null_maxima(first, last, sided=sided)
     exceed = len(table) - np.searchsorted(table, np.nanmax(w), side="left")
     return float((exceed + 1) / (len(table) + 1))
 
 
-def sequential_table(diffs: dict[str, list[float]], first: int, last: int) -> dict[str, dict[str, float]]:
-    """Per row: seeds used, repeated p and Holm-adjusted repeated p across the rows."""
+def equivalence_p(diffs, margin: float, first: int, last: int) -> float:
+    """Two one-sided sequential tests (TOST) of "|mean| < margin": the larger of the repeated p-values of
+    "mean > -margin" and "mean < +margin". Under either boundary the shifted differences are a null t path, so
+    the same tables apply and the error rate holds whatever decided to stop."""
+    d = np.asarray(diffs, float)
+    if not margin > 0:
+        return math.nan
+    return max(repeated_p(d + margin, first, last, sided=1), repeated_p(margin - d, first, last, sided=1))
+
+
+def sequential_table(diffs: dict[str, list[float]], first: int, last: int, margin: float | None = None
+                     ) -> dict[str, dict[str, float]]:
+    """Per row: seeds used, repeated p and Holm-adjusted repeated p across the rows; with an equivalence margin
+    also the TOST repeated p, Holm-adjusted across the rows (its own family: the other question)."""
     rows = list(diffs)
     raw = [repeated_p(diffs[r], first, last) for r in rows]
     adjusted = holm(raw)
-    return {r: {"seeds": len(diffs[r]), "p_repeated": p, "p_holm": a} for r, p, a in zip(rows, raw, adjusted,
-                                                                                        strict=True)}
+    tost = [equivalence_p(diffs[r], margin, first, last) if margin else math.nan for r in rows]
+    tost_adj = holm(tost)
+    return {r: {"seeds": len(diffs[r]), "p_repeated": p, "p_holm": a, "p_equivalence": e, "p_equivalence_holm": ea}
+            for r, p, a, e, ea in zip(rows, raw, adjusted, tost, tost_adj, strict=True)}
 
 
 def futile(diffs, first: int, last: int, threshold: float = 0.5) -> bool:
@@ -95,17 +112,24 @@ def futile(diffs, first: int, last: int, threshold: float = 0.5) -> bool:
     return bool(np.isfinite(p) and p > threshold)
 
 
-def settled(diffs: dict[str, list[float]], first: int, last: int, alpha: float = ALPHA) -> dict[str, str]:
-    """Per row: 'resolved' (Holm-adjusted repeated p < alpha), 'futile', 'max' (reached the last look) or ''
-    (give it one more seed)."""
-    table = sequential_table(diffs, first, last)
+def settled(diffs: dict[str, list[float]], first: int, last: int, alpha: float = ALPHA,
+            margin: float | None = None, family: int | None = None) -> dict[str, str]:
+    """Per row: 'resolved' (Holm-adjusted repeated p < alpha), 'equivalent' (with a margin: Holm-adjusted TOST
+    p < alpha), 'futile' (only without a margin: with one, a small difference is what equivalence needs), 'max'
+    (reached the last look) or '' (give it one more seed). With `family` (tests of a larger page), a row is settled
+    at raw p < alpha / family instead."""
+    table = sequential_table(diffs, first, last, margin)
+    keys = ("p_holm", "p_equivalence_holm") if family is None else ("p_repeated", "p_equivalence")
+    level = alpha if family is None else alpha / family
     out = {}
     for row, r in table.items():
-        if np.isfinite(r["p_holm"]) and r["p_holm"] < alpha:
+        if np.isfinite(r[keys[0]]) and r[keys[0]] < level:
             out[row] = "resolved"
+        elif np.isfinite(r[keys[1]]) and r[keys[1]] < level:
+            out[row] = "equivalent"
         elif len(diffs[row]) >= last:
             out[row] = "max"
-        elif futile(diffs[row], first, last):
+        elif not margin and futile(diffs[row], first, last):
             out[row] = "futile"
         else:
             out[row] = ""

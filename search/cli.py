@@ -13,8 +13,8 @@ from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
-from search.spec import SpecError, check_metric, checkpoints_flag, scheduler_flag
-from search.trials import Experiment, check_grace_period, load_experiment
+from search.spec import SeedsBlock, SpecError, check_metric, checkpoints_flag, scheduler_flag, seeds_flag
+from search.trials import Experiment, check_grace_period, load_experiment, with_seeds
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -35,7 +35,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs a trial reserves (and its torch threads); default 1")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs a trial reserves, e.g. 0.25 packs four trials on "
                    "a GPU; default 1 on a cluster with GPUs, else 0")
-    p.add_argument("--seeds", type=int, help="replicate every row over this many seeds")
+    p.add_argument("--seeds", metavar="N|first=N,max=M",
+                   help="replicate every row over N seeds, or add seeds adaptively: first=3,max=8 runs 3 and gives "
+                        "one more seed, round by round, to each comparison the sequential test has not settled")
+    p.add_argument("--compare", action="append", metavar="'ROW vs REFERENCE'",
+                   help="with adaptive seeds: a comparison to settle (repeatable); default: every row vs the baseline")
+    p.add_argument("--budget", metavar="trials=N|hours=H",
+                   help="with adaptive seeds: stop adding seeds once N trials (or H trial-hours) were spent")
+    p.add_argument("--extend", metavar="EXPERIMENT",
+                   help="add seeds to a finished experiment (a folder or s3:// with its results.parquet, e.g. "
+                        "docs/findings/se): its trials count as already run; needs adaptive --seeds")
     p.add_argument("--scheduler", metavar="TYPE[,KEY=VALUE...]",
                    help="replace the spec's scheduler: none, asha or median, with grace_period, reduction_factor, "
                         "seed_aware (e.g. asha,grace_period=1,seed_aware=false)")
@@ -62,17 +71,21 @@ def _experiment(args: argparse.Namespace) -> Experiment:
     exp = load_experiment(args.spec)
     if args.name:
         exp = dataclasses.replace(exp, name=args.name)
-    if args.seeds:
-        if exp.algorithm == "optuna" and args.seeds > 1:
-            raise SpecError(f"{args.spec}: --seeds: optuna proposes each trial itself; use num_samples")
-        first = exp.spec.fixed.get("seed", 0)
-        exp = dataclasses.replace(exp, seeds=tuple(range(first, first + args.seeds)))
     if args.scheduler:
         block = scheduler_flag(args.scheduler, exp.spec.scheduler)
         if block.metric is not None:
             check_metric(block.metric, "metric", "--scheduler")
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"scheduler": block}), scheduler=block.type)
         check_grace_period(exp)
+    if args.seeds or args.compare:
+        seeds = seeds_flag(args.seeds) if args.seeds else exp.adaptive or exp.spec.seeds
+        if args.compare:
+            if not isinstance(seeds, SeedsBlock):
+                raise SpecError("--compare: needs adaptive seeds (--seeds first=N,max=M or the spec's seeds block)")
+            seeds = seeds.model_copy(update={"compare": list(args.compare)})
+        exp = with_seeds(exp, seeds, "--seeds")
+    elif exp.adaptive is not None and args.scheduler:
+        exp = with_seeds(exp, exp.adaptive, "--scheduler")
     if args.checkpoints is not None:
         block = checkpoints_flag(args.checkpoints, exp.spec.checkpoints)
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"checkpoints": block}))

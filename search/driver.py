@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import tempfile
@@ -13,13 +14,25 @@ import ray
 from ray import tune
 from ray._private import ray_constants
 
-from analysis.results import RECORD_FILE, RESULTS_FILE, load_results, parquet_bytes
+from analysis.results import load_results, parquet_bytes
 from analysis.tables import compact_table, time_split
 from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
-from search.record import EXIT_INTERRUPTED, EXIT_STORAGE_FULL, experiment_record, finished_record, with_estimate
+from search.adaptive import AdaptiveSeeds
+from search.extend import budget_flag, prior_cells
+from search.record import (
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE_FULL,
+    EXTENDED_FILE,
+    LOOKS_FILE,
+    RECORD_FILE,
+    RESULTS_FILE,
+    experiment_record,
+    finished_record,
+    with_estimate,
+)
 from search.retention import CheckpointRetention, storage_full_reason
 from search.storage import Storage, free_bytes, megabytes
 from search.trials import Experiment
@@ -106,8 +119,32 @@ def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callback
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
     max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
     return tune.Tuner(trainable, param_space=tuning.param_space(exp),
-                      tune_config=tuning.tune_config(exp, max_concurrent, _scheduler_state(exp, storage)),
+                      tune_config=tuning.tune_config(exp, max_concurrent, _scheduler_state(exp, storage),
+                                                     _adaptive(exp, args, storage)),
                       run_config=run_config)
+
+
+def _adaptive(exp: Experiment, args: argparse.Namespace, storage: Storage) -> AdaptiveSeeds | None:
+    """The adaptive-seeds searcher, with the extended experiment's trials as already run."""
+    if exp.adaptive is None:
+        return None
+    extended = getattr(args, "extended", None)
+    prior = prior_cells(extended.frame, exp) if extended is not None else None
+    return AdaptiveSeeds(list(exp.comparisons), list(exp.seeds), exp.adaptive.first, exp.metric, exp.mode,
+                         budget_flag(args.budget), prior, (storage.fs, f"{storage.experiment(exp.name)}/{LOOKS_FILE}"),
+                         (exp.spec.report.equivalence_margin or {}).get(exp.metric), exp.adaptive.family)
+
+
+def _start_record(exp: Experiment, args: argparse.Namespace, storage: Storage, exp_path: str) -> None:
+    """mtl_experiment.json (with the wall-time estimate) and, for `--extend`, the extended trials' results."""
+    record = json.loads(with_estimate(experiment_record(exp), *_estimate(exp, args)))
+    extended = getattr(args, "extended", None)
+    if extended is not None:
+        frame = extended.frame.assign(extended_from=args.extend)
+        storage.write_bytes(f"{exp_path}/{EXTENDED_FILE}", parquet_bytes(frame))
+        record["extends"] = {"uri": args.extend, "trials": len(frame), "wall_s": extended.record.get("wall_s"),
+                             "argv": extended.record.get("argv"), "seeds": extended.record.get("seeds")}
+    storage.write_text(f"{exp_path}/{RECORD_FILE}", json.dumps(record, indent=2, default=str))
 
 
 def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
@@ -116,7 +153,9 @@ def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
 
 def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb_dir: str | None) -> None:
     where = storage.display(storage.experiment(exp.name))
-    print(f"experiment: {where}  ({exp.trial_count()} trials; resume with --resume)", flush=True)
+    count = f"at most {exp.trial_count()} trials, seeds added where comparisons are open" if exp.adaptive else \
+        f"{exp.trial_count()} trials"
+    print(f"experiment: {where}  ({count}; resume with --resume)", flush=True)
     if dashboard:
         url = dashboard if "://" in dashboard else f"http://{dashboard}"
         print(f"Ray dashboard: {url} - token authentication is on: paste the output of `ray get-auth-token` "
@@ -204,7 +243,7 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     dashboard = _init_ray(args)
     exp_path = storage.experiment(exp.name)
     if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
-        storage.write_text(f"{exp_path}/{RECORD_FILE}", with_estimate(experiment_record(exp), *_estimate(exp, args)))
+        _start_record(exp, args, storage, exp_path)
     callbacks, wandb_dir = _callbacks(exp, args, storage)
     _watch_lines(exp, storage, dashboard, wandb_dir)
     if not args.address:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import DatasetError, open_dataset
 from mtl.models.encoder import PretrainedWeightsError, cached_weights, fetch_weights
+from search.extend import check_adaptive_flags
 from search.record import design_changes
 from search.spec import SpecError
 from search.storage import STORAGE_SCHEMES, Storage, open_storage
@@ -46,7 +47,7 @@ def parse_sets(items: list[str] | None, exp: Experiment) -> dict[str, Any]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Resource and count flags: in range, and no more than this machine has when Ray is local."""
-    for flag, value, low in (("--max-concurrent", args.max_concurrent, 1), ("--seeds", args.seeds, 1)):
+    for flag, value, low in (("--max-concurrent", args.max_concurrent, 1),):
         if value is not None and value < low:
             raise SpecError(f"{flag} must be >= {low}, got {value}")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
@@ -211,4 +212,5 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
     if exists and not args.resume:
         raise SpecError(f"experiment {exp.name!r} already exists under {args.storage}: continue it with --resume, "
                         "or start another with --name")
+    args.extended = check_adaptive_flags(exp, args, storage)
     return storage

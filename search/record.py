@@ -12,6 +12,10 @@ from mtl.config import TrialConfig
 from search.spec import rank_metric
 from search.trials import Experiment
 
+RECORD_FILE = "mtl_experiment.json"
+RESULTS_FILE = "results.parquet"
+EXTENDED_FILE = "extended_results.parquet"  # the trials of the experiment an `--extend` run adds seeds to
+LOOKS_FILE = "seed_looks.json"  # every look of an adaptive-seeds design (search/adaptive.py)
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_STORAGE_FULL = 75  # EX_TEMPFAIL: free space, then --resume
@@ -28,6 +32,8 @@ def experiment_record(exp: Experiment) -> str:
         else None, "baseline": exp.baseline.name,
         "trial_count": exp.trial_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "argv": [Path(sys.argv[0]).name, *(sys.argv[1:])], "trial_config_fields": list(TrialConfig.model_fields),
+        "adaptive": exp.adaptive.model_dump() if exp.adaptive is not None else None,
+        "comparisons": [list(c) for c in exp.comparisons],
     }
     return json.dumps(record, indent=2, default=str)
 

@@ -7,12 +7,13 @@
     grid: {encoder: [resnet18, resnet34]}        # cross product with the variants
     zip: {batch_size: [2, 4], epochs: [8, 16]}   # coupled axes of equal length
     space: {lr: {loguniform: [1.0e-5, 1.0e-1]}}  # sampled by the search algorithm
-    seeds: 3                                     # or a list
+    seeds: 3                                     # or a list, or adaptive: {first: 3, max: 8, compare: [...]}
     search: {algorithm: grid|random|optuna, num_samples: 32, max_concurrent: 4}
     scheduler: {type: none|asha|median, grace_period: 2, reduction_factor: 3, seed_aware: true}
     metric: multitask                            # mode: max unless the metric is an error
     resources: {cpus: 1, gpus: 0.25}
-    report: {columns: [...], order: [...], baseline: "...", single_task: DIR}   # DIR: Δm % reference
+    report: {columns: [...], order: [...], baseline: "...", single_task: DIR,   # DIR: Δm % reference
+             equivalence_margin: {multitask: 1.0}}       # "no difference" shown by TOST within ±margin
     trial_price_per_hour: 0.27                   # optional: cost column in reports
     checkpoints: {keep: auto|none|rows|top|all, top: 3, state: weights|full}   # what finished trials keep
 
@@ -110,6 +111,41 @@ def checkpoints_flag(text: str, current: CheckpointsBlock) -> CheckpointsBlock:
     return _block_flag("--checkpoints", text, current, "keep", "auto, none, rows, top, all")
 
 
+class SeedsBlock(_Strict):
+    """Adaptive seeds (search/adaptive.py): every compared row runs `first` seeds; then, round by round, each
+    comparison not yet settled by the group-sequential test (analysis/sequential.py) gets one more seed on both of
+    its rows, until all are settled or `max` seeds (or the run's --budget) are reached.
+    compare: ["ROW vs REFERENCE", ...]; default: every row against the baseline.
+    family: the number of tests the final verdicts are adjusted across, when it is larger than this experiment's
+    comparisons (a findings page): a comparison is then settled at p < 0.05 / family, which that page's Holm
+    step always accepts; default: Holm across this experiment's comparisons."""
+
+    first: int = Field(3, ge=2)
+    max: int = Field(8, ge=2)
+    compare: list[str] | None = None
+    family: int | None = Field(None, ge=1)
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, v: int, info) -> int:
+        if v < info.data.get("first", 2):
+            raise ValueError(f"max ({v}) must be >= first ({info.data.get('first')})")
+        return v
+
+
+def seeds_flag(text: str) -> int | SeedsBlock:
+    """`--seeds 3` (a fixed count) or `--seeds first=3,max=8` (adaptive)."""
+    if "=" not in text:
+        try:
+            n = int(text)
+        except ValueError:
+            raise SpecError(f"--seeds: expected a count (e.g. 3) or first=N,max=M; got {text!r}") from None
+        if n < 1:
+            raise SpecError(f"--seeds must be >= 1, got {n}")
+        return n
+    return _block_flag("--seeds", text, SeedsBlock(), "first", "a count")
+
+
 class ResourcesBlock(_Strict):
     cpus: float = Field(1.0, gt=0)
     gpus: float | None = Field(None, ge=0)  # default: 1 per trial when the cluster has GPUs, else 0
@@ -122,6 +158,17 @@ class ReportBlock(_Strict):
     title: str | None = None
     posthoc_tta: list[Literal["off", "flip", "multiscale"]] | None = None  # evaluated on checkpoints afterwards
     single_task: str | None = None  # an experiment (dir or s3://) with single-task rows: the table gains Δm %
+    # {metric: margin}: a difference within ±margin counts as none, and "no difference" can be shown (TOST)
+    equivalence_margin: dict[str, float] | None = None
+
+    @field_validator("equivalence_margin")
+    @classmethod
+    def _margins(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for metric, margin in (v or {}).items():
+            if metric not in REPORTED_METRICS or not margin > 0:
+                raise ValueError(f"{metric}: {margin}: expected a reported metric ({', '.join(REPORTED_METRICS)}) "
+                                 "and a margin > 0")
+        return v
 
 
 class Spec(_Strict):
@@ -133,7 +180,7 @@ class Spec(_Strict):
     grid: dict[str, list[Any]] = {}
     zip: dict[str, list[Any]] = {}
     space: dict[str, dict[str, Any]] = {}
-    seeds: int | list[int] = 1
+    seeds: int | list[int] | SeedsBlock = 1
     search: SearchBlock = SearchBlock()
     scheduler: SchedulerBlock = SchedulerBlock()
     metric: str = "multitask"
@@ -145,7 +192,7 @@ class Spec(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+    def _seeds(cls, v: int | list[int] | SeedsBlock) -> int | list[int] | SeedsBlock:
         if isinstance(v, int) and v < 1:
             raise ValueError("seeds must be >= 1 or a non-empty list of distinct integers")
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):

@@ -13,7 +13,7 @@ from typing import Any
 
 from mtl.config import ConfigError, TrialConfig
 from mtl.profiles import PROFILES
-from search.spec import SAMPLERS, Spec, SpecError, check_trial_keys, metric_mode, parse_spec
+from search.spec import SAMPLERS, SeedsBlock, Spec, SpecError, check_trial_keys, metric_mode, parse_spec
 
 REPORT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1",
                   "parameters", "peak_memory_mb", "train_time_s", "train_img_per_s", "epochs_run", "cost")
@@ -43,6 +43,7 @@ class Experiment:
     profile: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # fixed + profile + data + --set
     sets: dict[str, Any] = field(default_factory=dict)  # `--set key=value` overrides of fixed keys
+    adaptive: SeedsBlock | None = None  # seeds added round by round (search/adaptive.py); `seeds` holds all `max`
 
     @property
     def space(self) -> dict[str, dict[str, Any]]:
@@ -67,7 +68,18 @@ class Experiment:
         values = {**self.defaults, **self.row(config["variant"]).overrides, **sampled, "seed": config["seed"]}
         return TrialConfig.from_dict(values, source=f"{self.path} (trial {config['variant']!r})")
 
+    @property
+    def comparisons(self) -> tuple[tuple[str, str], ...]:
+        """(row, reference) pairs the statistics test: the adaptive design's `compare`, else row vs baseline."""
+        if self.adaptive is not None and self.adaptive.compare:
+            return tuple(split_comparison(c) for c in self.adaptive.compare)
+        base = self.baseline.name
+        return tuple((r.name, base) for r in self.rows if r.name != base)
+
     def trial_count(self) -> int:
+        """Trials the search runs (an adaptive design: at most)."""
+        if self.adaptive is not None:
+            return len({r for pair in self.comparisons for r in pair}) * len(self.seeds)
         if self.algorithm == "optuna":
             return self.spec.search.num_samples
         samples = self.spec.search.num_samples if self.algorithm == "random" else 1
@@ -88,6 +100,42 @@ class Experiment:
         exp = replace(self, profile=profile, defaults=defaults, sets=dict(sets or {}))
         _validate_configs(exp)
         return exp
+
+
+def split_comparison(text: str) -> tuple[str, str]:
+    row, _, reference = text.partition(" vs ")
+    return row.strip(), reference.strip()
+
+
+def with_seeds(exp: Experiment, seeds: int | list[int] | SeedsBlock, where: str) -> Experiment:
+    """The experiment replicated over `seeds`: a count, a list, or an adaptive design (checked here: it needs a
+    grid of rows, no early-stopping scheduler, and `compare` entries naming two rows)."""
+    start = exp.spec.fixed.get("seed", 0)
+    if isinstance(seeds, SeedsBlock):
+        _check_adaptive(exp, seeds, where)
+        return replace(exp, seeds=tuple(range(start, start + seeds.max)), adaptive=seeds)
+    if exp.algorithm == "optuna" and (isinstance(seeds, list) or seeds > 1):
+        raise SpecError(f"{where}: optuna proposes each trial itself; replicate with num_samples instead")
+    values = tuple(seeds) if isinstance(seeds, list) else tuple(range(start, start + seeds))
+    return replace(exp, seeds=values, adaptive=None)
+
+
+def _check_adaptive(exp: Experiment, block: SeedsBlock, where: str) -> None:
+    if exp.algorithm != "grid":
+        raise SpecError(f"{where}: adaptive seeds need a grid of rows (search.algorithm grid, no 'space'), not "
+                        f"{exp.algorithm}")
+    if exp.scheduler != "none":
+        raise SpecError(f"{where}: adaptive seeds compare final results: use scheduler none, not {exp.scheduler} "
+                        "(an early-stopped seed has no final result to pair)")
+    names = [r.name for r in exp.rows]
+    for i, text in enumerate(block.compare or []):
+        pair = split_comparison(text)
+        bad = [n for n in pair if n not in names]
+        if " vs " not in text or bad or pair[0] == pair[1]:
+            raise SpecError(f"{where}: compare[{i}] {text!r}: expected 'ROW vs REFERENCE' naming two different rows; "
+                            f"rows: {names}")
+    if len(names) < 2:
+        raise SpecError(f"{where}: adaptive seeds need at least two rows to compare")
 
 
 def format_value(value: Any) -> str:
@@ -225,15 +273,12 @@ def load_experiment(path: str | Path) -> Experiment:
     rows = _rows(spec, path)
     if any(key in spec.space for r in rows for key in r.overrides):
         raise SpecError(f"{path}: a key is set by both a variant and 'space'")
-    first = spec.fixed.get("seed", 0)
-    seeds = tuple(spec.seeds) if isinstance(spec.seeds, list) else tuple(range(first, first + spec.seeds))
-    if algorithm == "optuna" and len(seeds) > 1:
-        raise SpecError(f"{path}: key 'seeds': optuna proposes each trial itself; replicate with num_samples instead")
     _check_report(spec, path, rows)
     ablated = tuple(dict.fromkeys([k for r in rows for k in r.overrides] + list(spec.space)))
-    exp = Experiment(name=spec.name or path.stem, path=str(path), spec=spec, rows=tuple(rows), seeds=seeds,
+    exp = Experiment(name=spec.name or path.stem, path=str(path), spec=spec, rows=tuple(rows), seeds=(0,),
                      ablated=ablated, metric=spec.metric, mode=metric_mode(spec, path), algorithm=algorithm,
                      scheduler=spec.scheduler.type or ("asha" if spec.space else "none"),
                      defaults=dict(spec.fixed))
+    exp = with_seeds(exp, spec.seeds, f"{path}: key 'seeds'")
     _validate_configs(exp)
     return exp

@@ -33,6 +33,8 @@ def sampler(spec: dict[str, Any]):
 def param_space(exp: Experiment) -> dict[str, Any]:
     """What Tune varies: the row name, the seed and the sampled keys. The trainable resolves the rest."""
     names = [r.name for r in exp.rows]
+    if exp.adaptive is not None:
+        return {}  # search.adaptive.AdaptiveSeeds suggests every trial's variant and seed
     if exp.algorithm == "optuna":
         variant = tune.choice(names) if len(names) > 1 else names[0]
         seed = exp.seeds[0]
@@ -82,10 +84,16 @@ def trial_dirname(trial) -> str:
     return f"{trial.trial_id}_{_slug(str(trial.config.get('variant')))}_s{trial.config.get('seed')}"
 
 
-def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple | None = None) -> tune.TuneConfig:
-    """`state_file`: (filesystem, path) where seed-aware ASHA keeps its rungs for `--resume`."""
-    searcher = search_alg(exp, max_concurrent)
-    samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
+def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple | None = None,
+                adaptive: Searcher | None = None) -> tune.TuneConfig:
+    """`state_file`: (filesystem, path) where seed-aware ASHA keeps its rungs for `--resume`; `adaptive`: the
+    adaptive-seeds searcher of an experiment with `seeds: {first, max}` (it says when the search is finished)."""
+    if adaptive is not None:
+        searcher = ConcurrencyLimiter(adaptive, max_concurrent=max_concurrent) if max_concurrent else adaptive
+        samples = -1
+    else:
+        searcher = search_alg(exp, max_concurrent)
+        samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
     chosen = scheduler(exp, state_file)
     return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=chosen, search_alg=searcher,
                            num_samples=samples, max_concurrent_trials=None if searcher else max_concurrent,

@@ -1,0 +1,181 @@
+"""Adaptive seeds as a Ray Tune `Searcher`: seeds go where a comparison is not settled yet.
+
+Round 1 runs every compared row on the design's `first` seeds. At the end of each round (a *look*) every
+comparison "ROW vs REFERENCE" is judged by the group-sequential paired test of `analysis.sequential` on the
+per-seed differences (seeds both rows have, in seed order): settled (Holm-adjusted repeated p < 0.05), futile, or
+at `max`. Each open comparison then gets its next seed on both rows (so pairs stay complete), until none is open,
+or the run's budget (trials or trial-hours) is spent; then `suggest` answers `Searcher.FINISHED`. The repeated
+p-value is valid whatever decided to stop, so this rule, the budget, and what other rows did keep the error rate.
+
+Tune runs, retries, checkpoints and restores the searcher like any other (`save` / `restore`); every look is
+also written, as it happens, to `seed_looks.json` in the experiment folder, which the tables read. Trials of an
+experiment being extended (`--extend`) enter as `prior` results: they count as run and are never rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from typing import Any
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from analysis.sequential import sequential_table, settled
+
+Cell = tuple[str, int]  # (row, seed)
+
+
+def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, seeds: list[int]) -> list[float]:
+    """Per-seed differences row - reference, in seed order, on the seeds where both have a finite result."""
+    a, b = values.get(row, {}), values.get(reference, {})
+    return [a[s] - b[s] for s in seeds if s in a and s in b and math.isfinite(a[s]) and math.isfinite(b[s])]
+
+
+class AdaptiveSeeds(Searcher):
+    def __init__(self, comparisons: list[tuple[str, str]], seeds: list[int], first: int, metric: str, mode: str,
+                 budget: dict[str, float] | None = None, prior: dict[Cell, float] | None = None,
+                 log: tuple[Any, str] | None = None, margin: float | None = None, family: int | None = None
+                 ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.family = family  # settle at p < 0.05 / family when the verdicts are adjusted across a larger page
+        self.margin = margin  # the spec's equivalence margin on `metric`: equivalence settles a comparison too
+        self.comparisons = [tuple(c) for c in comparisons]
+        self.seeds, self.first, self.last = list(seeds), first, len(seeds)
+        self.budget = dict(budget or {})
+        self.values: dict[str, dict[int, float]] = {}  # row -> seed -> final metric (NaN: no completed result)
+        for (row, seed), value in (prior or {}).items():
+            self.values.setdefault(row, {})[seed] = value
+        self.prior = len(prior or {})
+        self.pending: dict[str, Cell] = {}
+        self.queue: list[Cell] = []
+        self.looks: list[dict[str, Any]] = []
+        self.spent = {"trials": 0, "hours": 0.0}
+        self.stopped: str | None = None
+        self.log = log
+
+    # --- Tune's Searcher interface ---
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        return True  # the metric is fixed by the experiment; rows and seeds come from this searcher
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if not self.queue and not self.pending and self.stopped is None:
+            self._look()
+        if self.queue:
+            cell = self.queue.pop(0)
+            self.pending[trial_id] = cell
+            return {"variant": cell[0], "seed": cell[1]}
+        return Searcher.FINISHED if not self.pending and self.stopped is not None else None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cell = self.pending.pop(trial_id, None)
+        if cell is None:
+            return
+        ok = not error and result is not None and result.get("status") == "completed"
+        value = float(result.get(self.metric, math.nan)) if ok else math.nan
+        self.values.setdefault(cell[0], {})[cell[1]] = value
+        self.spent["trials"] += 1
+        self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self._state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def _state(self) -> dict[str, Any]:
+        keys = ("comparisons", "seeds", "first", "last", "budget", "margin", "family", "values", "prior", "pending",
+                "queue", "looks", "spent", "stopped")
+        return {k: getattr(self, k) for k in keys}
+
+    # --- the design ---
+    def diffs(self) -> dict[str, list[float]]:
+        return {f"{a} vs {b}": paired_diffs(self.values, a, b, self.seeds) for a, b in self.comparisons}
+
+    def _next_cells(self, row: str, reference: str) -> list[Cell]:
+        """The first seed either row has not run yet, for both rows (an empty list: no seed left)."""
+        for seed in self.seeds:
+            todo = [(r, seed) for r in (row, reference) if seed not in self.values.get(r, {})]
+            if todo:
+                return todo
+        return []
+
+    def _look(self) -> None:
+        """Judge every comparison on what has run, then queue the next round (or stop). An extended experiment
+        whose prior trials already cover the first seeds takes its first look at once."""
+        if not self.looks:
+            added = self._first_round()
+            if added:
+                self._record({}, added, f"first round: every compared row on the first {self.first} seeds")
+                return
+        decisions = settled(self.diffs(), self.first, self.last, margin=self.margin, family=self.family)
+        added, reason = self._round(decisions)
+        self._record(decisions, added, reason)
+
+    def _first_round(self) -> list[Cell]:
+        rows = list(dict.fromkeys(r for pair in self.comparisons for r in pair))
+        cells = [(r, s) for s in self.seeds[:self.first] for r in rows if s not in self.values.get(r, {})]
+        self.queue = cells
+        return cells
+
+    def _round(self, decisions: dict[str, str]) -> tuple[list[Cell], str]:
+        hours = self.budget.get("hours")
+        if hours is not None and self.spent["hours"] >= hours:
+            self.stopped = "budget"
+            return [], f"trial-hour budget spent ({self.spent['hours']:.2f} of {hours:g} h)"
+        cells: list[Cell] = []
+        for (a, b), key in zip(self.comparisons, decisions, strict=True):
+            if decisions[key]:
+                continue
+            new = [c for c in self._next_cells(a, b) if c not in cells]
+            if not new:
+                decisions[key] = "max"
+                continue
+            trials = self.budget.get("trials")
+            if trials is not None and self.spent["trials"] + len(cells) + len(new) > trials:
+                self.stopped = "budget"
+                break
+            cells += new
+        self.queue = cells
+        if not cells:
+            self.stopped = self.stopped or "settled"
+            return [], ("trial budget spent" if self.stopped == "budget" else "every comparison settled, futile "
+                        "or at max seeds")
+        return cells, "next seed for each open comparison"
+
+    def _record(self, decisions: dict[str, str], added: list[Cell], reason: str) -> None:
+        diffs = self.diffs()
+        table = sequential_table(diffs, self.first, self.last, self.margin) if diffs else {}
+        self.looks.append({
+            "look": len(self.looks) + 1, "reason": reason, "trials_spent": self.spent["trials"],
+            "trial_hours_spent": round(self.spent["hours"], 4),
+            "comparisons": {k: {"seeds": len(diffs[k]), "p_repeated": _num(t["p_repeated"]),
+                                "p_holm": _num(t["p_holm"]), "p_equivalence": _num(t["p_equivalence"]),
+                                "decision": decisions.get(k, "")}
+                            for k, t in table.items()},
+            "added": [list(c) for c in added]})
+        self.write_log()
+
+    def write_log(self) -> None:
+        if self.log is None:
+            return
+        fs, path = self.log  # (pyarrow filesystem, path): picklable with the searcher
+        doc = {"design": {"first": self.first, "max": self.last, "seeds": self.seeds,
+                          "comparisons": [f"{a} vs {b}" for a, b in self.comparisons], "test":
+                          "group-sequential paired t (O'Brien-Fleming shape), repeated p, Holm across comparisons",
+                          "budget": self.budget, "equivalence_margin": self.margin, "family": self.family},
+               "prior_trials": self.prior, "stopped": self.stopped, "looks": self.looks}
+        try:
+            with fs.open_output_stream(path) as f:
+                f.write(json.dumps(doc, indent=1).encode())
+        except OSError as e:  # a storage hiccup: Tune's searcher state keeps the looks; the next look rewrites it
+            print(f"warning: cannot write {path} ({e})", flush=True)
+
+
+def _num(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)

@@ -1,0 +1,83 @@
+"""`--extend EXPERIMENT` and `--budget`: checked before Ray starts, like every flag.
+
+Extension adds seeds to an experiment that already ran, without rerunning any of its trials: it needs only the
+per-trial results (`results.parquet` and `mtl_experiment.json`, what docs/findings/<exp>/ keeps), so it works on
+a machine that has none of the original experiment's folders. The new trials are paired with the old ones by
+seed; the design (rows, profile, fixed keys, `--set`, metric) must be the one the old trials ran, or the pairs
+would compare different things.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pandas as pd
+
+from analysis.experiments import SavedExperiment, read_saved
+from search.record import experiment_record
+from search.spec import SpecError
+from search.storage import Storage, split_experiment_uri
+from search.trials import Experiment
+
+SAME_DESIGN = ("profile", "defaults", "set", "rows", "metric")
+BUDGET_UNITS = ("trials", "hours")
+
+
+def budget_flag(text: str | None) -> dict[str, float]:
+    """`--budget trials=40` or `--budget hours=2.5` (trial-hours), or both comma-separated."""
+    out: dict[str, float] = {}
+    for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
+        key, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or key.strip() not in BUDGET_UNITS or not number > 0:
+            raise SpecError(f"--budget: expected trials=N and/or hours=H with positive numbers; got {part!r}")
+        out[key.strip()] = number
+    return out
+
+
+def check_adaptive_flags(exp: Experiment, args: argparse.Namespace, storage: Storage) -> SavedExperiment | None:
+    """--budget and --extend need an adaptive design; the extended experiment must exist and match it."""
+    for flag, value in (("--budget", args.budget), ("--extend", args.extend)):
+        if value and exp.adaptive is None:
+            raise SpecError(f"{flag}: needs adaptive seeds (--seeds first=N,max=M, or a spec `seeds: {{first, max}}`)")
+    budget_flag(args.budget)
+    if not args.extend:
+        return None
+    if args.resume:
+        return None  # the extended trials were saved with the experiment when it started
+    try:
+        old = read_saved(args.extend)
+    except (OSError, ValueError) as e:
+        raise SpecError(f"--extend {args.extend}: {e}") from None
+    src_storage, src_name = split_experiment_uri(args.extend)
+    if src_storage.display(src_storage.experiment(src_name)) == storage.display(storage.experiment(exp.name)):
+        raise SpecError(f"--extend {args.extend}: the extension is a new experiment: write it elsewhere (--storage "
+                        "or --name)")
+    now = json.loads(experiment_record(exp))
+    changed = [k for k in SAME_DESIGN if k in old.record and _design(old.record[k]) != _design(now[k])]
+    if changed:
+        detail = "; ".join(f"{k}: {json.dumps(old.record[k], default=str)[:70]} -> "
+                           f"{json.dumps(now[k], default=str)[:70]}" for k in changed)
+        raise SpecError(f"--extend {args.extend}: it ran another design, so its seeds cannot pair with new ones "
+                        f"({detail}). Use the command it ran (`{old.command()}`) with the adaptive flags")
+    return old
+
+
+def _design(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def prior_cells(frame: pd.DataFrame, exp: Experiment) -> dict[tuple[str, int], float]:
+    """(row, seed) -> final metric of the extended trials on the design's seeds (NaN: it ran but did not
+    complete, so its seed is used up, as it would have been in the original run)."""
+    out = {}
+    for r in frame.to_dict("records"):
+        if r["variant"] in {row.name for row in exp.rows} and int(r["seed"]) in exp.seeds:
+            value = pd.to_numeric(r.get(exp.metric), errors="coerce")
+            out[(r["variant"], int(r["seed"]))] = float(value) if r["status"] == "completed" else math.nan
+    return out
