@@ -192,3 +192,13 @@ def test_table_reports_test_raw_and_adjusted_p_and_seeds_needed():
     cell = display_table(st, bold=lambda s: s).set_index("Variant").loc["v1", "Δ Multitask"]
     assert cell.startswith("+3.") and "p_adj" in cell and "[" in cell
     assert "paired t-test" in stats_footnote(st) and "Holm" in stats_footnote(st)
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        p = rng.uniform(0, 0.3, rng.integers(1, 15))
+        assert np.allclose(holm(p), multipletests(p, method="holm")[1])
+    assert np.isnan(holm([0.01, np.nan])[1])

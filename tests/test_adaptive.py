@@ -1,0 +1,131 @@
+"""The adaptive-seeds Searcher (search/adaptive.py), driven the way Tune drives it, on simulated tables.
+
+Model (the issue's design study): Y[row, seed] = mu_row + u_seed + eps, u ~ N(0, 2^2) shared by every row of a
+seed, eps ~ N(0, sigma^2); rows compared with a baseline; first 3, max 8; one seed per round.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from ray.tune.search import Searcher
+
+from search.adaptive import AdaptiveSeeds, paired_diffs
+from search.extend import budget_flag
+from search.spec import SpecError
+
+BASE = "base"
+
+
+def _drive(searcher: AdaptiveSeeds, outcome, limit: int = 500) -> list[tuple[str, int]]:
+    """Tune's loop at full concurrency: ask until the searcher waits, then complete what runs; until FINISHED."""
+    ran, n = [], 0
+    while n < limit:
+        running = {}
+        while True:
+            n += 1
+            config = searcher.suggest(f"t{n}")
+            if config is None or config == Searcher.FINISHED:
+                break
+            running[f"t{n}"] = (config["variant"], config["seed"])
+        if config == Searcher.FINISHED:
+            return ran
+        for trial_id, cell in running.items():
+            value = outcome(*cell)
+            result = None if value is None else {"status": "completed", "multitask": value, "time_total_s": 60.0}
+            searcher.on_trial_complete(trial_id, result, error=value is None)
+            ran.append(cell)
+    raise AssertionError("the searcher never finished")
+
+
+def _table(rng, effects: dict[str, float], sigma: float, seeds: int = 8):
+    u = rng.normal(0, 2, seeds)
+    values = {r: mu + u + rng.normal(0, sigma, seeds) for r, mu in {BASE: 0.0, **effects}.items()}
+    return lambda row, seed: float(values[row][seed])
+
+
+def _searcher(rows, **kw) -> AdaptiveSeeds:
+    return AdaptiveSeeds([(r, BASE) for r in rows], list(range(8)), 3, "multitask", "max", **kw)
+
+
+def test_large_effect_stops_at_first_and_null_rows_run_on():
+    rng = np.random.default_rng(1)
+    s = _searcher(["big", "null"])
+    ran = _drive(s, _table(rng, {"big": 10.0, "null": 0.0}, sigma=0.2))
+    counts = {r: sum(c[0] == r for c in ran) for r in ("big", "null", BASE)}
+    assert counts["big"] == 3  # settled at the first look: never given a fourth seed
+    assert 3 < counts["null"] <= 8 and counts[BASE] == counts["null"]  # pairs stay complete
+    final = s.looks[-1]["comparisons"]
+    assert final["big vs base"]["decision"] == "resolved" and final["big vs base"]["seeds"] == 3
+    assert s.looks[0]["added"] and s.stopped == "settled"
+    assert len(ran) == len(set(ran))  # no (row, seed) twice
+
+
+def test_null_tables_keep_the_error_rate_and_use_few_seeds():
+    """Driven through the Searcher itself: false positives among null rows at the end, and seeds used."""
+    rng = np.random.default_rng(7)
+    false_positive, seeds_used = 0, []
+    for _ in range(300):
+        rows = ["a", "b", "c", "d"]
+        s = _searcher(rows)
+        _drive(s, _table(rng, dict.fromkeys(rows, 0.0), sigma=0.5))
+        last = s.looks[-1]["comparisons"]
+        false_positive += any(v["decision"] == "resolved" for v in last.values())
+        seeds_used += [v["seeds"] for v in last.values()]
+        assert max(v["seeds"] for v in last.values()) <= 8
+    assert false_positive / 300 <= 0.08  # nominal 0.05; the 4 000-table check is in test_sequential
+    assert np.mean(seeds_used) <= 6.5
+
+
+def test_failed_trials_use_up_their_seed_and_pairs_skip_it():
+    rng = np.random.default_rng(3)
+    table = _table(rng, {"x": 0.3}, sigma=1.0)
+    s = _searcher(["x"])
+    ran = _drive(s, lambda row, seed: None if (row, seed) == ("x", 1) else table(row, seed))
+    assert ("x", 1) in ran and ran.count(("x", 1)) == 1
+    diffs = paired_diffs(s.values, "x", BASE, s.seeds)
+    assert len(diffs) == sum(1 for r, _ in ran if r == "x") - 1
+
+
+def test_budget_and_prior_trials():
+    rng = np.random.default_rng(5)
+    table = _table(rng, {"a": 0.0, "b": 0.0}, sigma=1.0)
+    s = _searcher(["a", "b"], budget={"trials": 11})
+    ran = _drive(s, table)
+    assert len(ran) <= 11 and s.stopped == "budget"
+    # an extended experiment: its trials count as run, never rerun, and the first look is taken at once
+    prior = {(r, seed): table(r, seed) for r in ("a", "b", BASE) for seed in range(3)}
+    s = _searcher(["a", "b"], prior=prior)
+    ran = _drive(s, table)
+    assert not set(ran) & set(prior) and s.looks[0]["comparisons"]["a vs base"]["seeds"] == 3
+
+
+def test_save_and_restore_continue_the_same_design(tmp_path):
+    rng = np.random.default_rng(11)
+    table = _table(rng, {"a": 1.0}, sigma=1.0)
+    s = _searcher(["a"])
+    first = [s.suggest(f"t{i}") for i in range(7)]  # 6 trials of round 1, then a wait
+    assert first[-1] is None
+    for i in range(3):
+        s.on_trial_complete(f"t{i}", {"status": "completed", "multitask": table(first[i]["variant"],
+                                                                                first[i]["seed"])})
+    s.save(str(tmp_path / "state.pkl"))
+    fresh = _searcher(["a"])
+    fresh.restore(str(tmp_path / "state.pkl"))
+    assert fresh.pending == s.pending and fresh.values == s.values and fresh.looks == s.looks
+    pickle.dumps(fresh)  # Tune pickles searchers with the tuner
+
+
+def test_budget_flag():
+    assert budget_flag("trials=40,hours=2.5") == {"trials": 40, "hours": 2.5}
+    for bad in ("trials", "days=2", "hours=-1", "trials=x"):
+        with pytest.raises(SpecError, match="--budget"):
+            budget_flag(bad)
+
+
+def test_paired_diffs_skip_missing_and_failed_seeds():
+    values = {"a": {0: 1.0, 1: 2.0, 2: math.nan, 3: 4.0}, BASE: {0: 0.5, 2: 1.0, 3: 1.0}}
+    assert paired_diffs(values, "a", BASE, [0, 1, 2, 3]) == [0.5, 3.0]
