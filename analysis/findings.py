@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.asha_study import asha_study, study_markdown
-from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
 from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
-from analysis.stats import ALPHA, axis_trends, compare, holm, seeds_needed
+from analysis.findings_page import delta_m_section, footnote, looks_markdown, markdown_table, runs_markdown
+from analysis.planning import seeds_for_power
+from analysis.sequential import pair_test
+from analysis.stats import ALPHA, axis_trends, holm, seeds_needed
 
 NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
 SCRATCH_NOTE = "from scratch (--set pretrained=false)"
@@ -92,8 +94,15 @@ def measure(f: Finding, exp: SavedExperiment | None) -> dict:
     row["setup"] = "; ".join(s for s in (f.setup, SCRATCH_NOTE if scratch else "") if s)
     mine, base = _pair(f, exp)
     row.update({f"n_{side}": len(x) for side, x in (("variant", mine), ("baseline", base))})
+    design = exp.record.get("adaptive")  # seeds added by the adaptive design: its group-sequential test
+    margins = (exp.record["spec"].get("report") or {}).get("equivalence_margin") or {}
+    row["design"] = f"{design['first']}..{design['max']}" if design else ""
     for metric in METRICS:
-        c = compare(_by_seed(mine, metric), _by_seed(base, metric)) if len(mine) and len(base) else {}
+        margin = margins.get(metric) if f.kind == "same" else None
+        c = pair_test(_by_seed(mine, metric), _by_seed(base, metric), design, margin) if len(mine) and len(base) \
+            else {}
+        if margin:
+            row["margin"] = margin
         prefix = "" if metric == "multitask" else f"{metric}_"
         row.update({f"{prefix}{k}": v for k, v in c.items()})
     if f.trend_axis:  # the row's test is the OLS slope over every row and seed (seed blocks)
@@ -132,23 +141,35 @@ def verdict(f: Finding, r: dict) -> str:
         return "unresolved (fewer than 2 seeds on a side)"
     resolved = p < ALPHA
     if f.kind == "same":
-        return "contradicted (a difference is resolved)" if resolved else \
-            "unresolved: no difference resolved (consistent; equivalence not shown)"
+        margin = r.get("margin", math.nan)
+        if resolved:
+            return "contradicted (a difference is resolved)"
+        if np.isfinite(r.get("p_equivalence_holm", math.nan)) and r["p_equivalence_holm"] < ALPHA:
+            return f"reproduced: equivalent within ±{margin:g} (TOST)"
+        return "unresolved: no difference resolved (consistent; " + \
+            (f"equivalence within ±{margin:g} not shown)" if np.isfinite(margin) else "no margin declared)")
     if resolved:
         return "reproduced" if np.sign(delta) == f.expect else "contradicted"
     need = r.get("seeds_needed", math.nan)
-    return "unresolved" + (f" (~{int(need)} seeds for 80 % power)" if np.isfinite(need) else " (no effect seen)")
+    if not np.isfinite(need):
+        return "unresolved (more than 40 seeds for 80 % power)" if r.get("design") else "unresolved (no effect seen)"
+    how = f" in a sequential design of 3..{int(need)} seeds" if r.get("design") else ""
+    return f"unresolved (~{int(need)} seeds for 80 % power{how})"
 
 
 def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
     findings = [_resolve(f, experiments) for f in FINDINGS]
     frame = pd.DataFrame([measure(f, experiments.get(f.experiment)) for f in findings])
-    # the family: rows whose verdict rests on their p ("diverges" rows are judged on their trials' status)
+    # the family: rows whose verdict rests on their p ("diverges" rows are judged on their trials' status), plus
+    # the equivalence (TOST) test of each "≈" row with a declared margin
     tested = [p if f.kind != "diverges" else math.nan
-              for f, p in zip(findings, frame.get("p_value", pd.Series(math.nan, index=frame.index)), strict=True)]
-    frame["p_holm"] = holm(tested)
-    family = int(np.isfinite(np.asarray(tested, float)).sum())
+              for f, p in zip(findings, _column(frame, "p_value"), strict=True)]
+    equivalence = _column(frame, "p_equivalence").tolist()
+    adjusted = holm(tested + equivalence)
+    frame["p_holm"], frame["p_equivalence_holm"] = adjusted[:len(frame)], adjusted[len(frame):]
+    family = int(np.isfinite(np.asarray(tested + equivalence, float)).sum())
     frame["family"] = family
+    frame["family_equivalence"] = int(np.isfinite(np.asarray(equivalence, float)).sum())
     # one standard for every claim on the page: Δ mIoU and Δ SI-log are Holm-adjusted across the same rows
     in_family = np.isfinite(np.asarray(tested, float))
     for prefix in ("semseg_miou_", "depth_silog_"):
@@ -156,11 +177,25 @@ def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
         frame[f"{prefix}p_holm"] = holm(np.where(in_family, raw, math.nan))
     # the seeds a row needs are those that reach 80 % power at Holm's first-step level, alpha / family
     if "effect_size" in frame and family:
-        frame["seeds_needed"] = [seeds_needed(e, str(t).startswith("paired"), ALPHA / family)
-                                 if np.isfinite(e) and isinstance(t, str) else math.nan
-                                 for e, t in zip(frame["effect_size"], frame["test"], strict=True)]
+        frame["seeds_needed"] = [_seeds_needed(e, t, ALPHA / family) for e, t in zip(frame["effect_size"],
+                                                                                    frame["test"], strict=True)]
     frame["verdict"] = [verdict(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
     return frame
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(math.nan, index=frame.index)
+
+
+def _seeds_needed(effect: float, test, level: float) -> float:
+    """Seeds for 80 % power at the observed effect and Holm's first-step level: the fixed-n paired t's, or for a
+    row of an adaptive design the smallest `max` of a sequential design (first 3) that reaches it, simulated."""
+    if not isinstance(test, str) or not np.isfinite(effect):
+        return math.nan
+    if test.startswith("group-sequential"):
+        need = seeds_for_power(effect, 3, level)
+        return float(need) if need is not None else math.inf
+    return seeds_needed(effect, test.startswith("paired"), level)
 
 
 def _resolve(f: Finding, experiments: dict[str, SavedExperiment]) -> Finding:
@@ -168,84 +203,6 @@ def _resolve(f: Finding, experiments: dict[str, SavedExperiment]) -> Finding:
     if f.fallback is not None and f.experiment not in experiments and f.fallback.experiment in experiments:
         return f.fallback
     return f
-
-
-def _delta(r: dict, prefix: str = "") -> str:
-    d, lo, hi = (r.get(f"{prefix}{k}", math.nan) for k in ("delta", "delta_ci_low", "delta_ci_high"))
-    if not isinstance(d, float) or not np.isfinite(d):
-        return "—"
-    text = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
-    ph = r.get(f"{prefix}p_holm", math.nan)
-    if prefix and isinstance(ph, float) and np.isfinite(ph):  # the same page-wide standard as multitask's
-        text += " resolved" if ph < ALPHA else ""
-    return text
-
-
-def _p(r: dict) -> str:
-    p, ph = r.get("p_value", math.nan), r.get("p_holm", math.nan)
-    if not np.isfinite(p):
-        return "—"
-    return f"{p:.2g} ({ph:.2g})" if np.isfinite(ph) else f"{p:.2g} (not tested: judged on status)"
-
-
-def _extra(r: dict) -> str:
-    parts = [f"Δ multitask is the {r['trend']} (OLS over {int(r['n_trend'])} trials, seed blocks); Δ mIoU and "
-             "Δ SI-log compare the two rows named"] \
-        if isinstance(r.get("trend"), str) else []
-    if isinstance(r.get("setup"), str) and r["setup"]:
-        parts.append(r["setup"])
-    if "diverged" in r and np.isfinite(r.get("diverged", math.nan)):
-        parts.append(f"{int(r['diverged'])}/{int(r['trials'])} diverged")
-    if np.isfinite(r.get("parameters_ratio", math.nan)):
-        parts.append(f"params ×{r['parameters_ratio']:.2f}, time ×{r['train_time_s_ratio']:.2f}")
-    return "; ".join(parts)
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    rows = [{"Course finding": r["claim"], "Experiment: ours vs reference": f"{r['experiment']}: {r['comparison']}",
-             "n": f"{int(r['n_variant'])} / {int(r['n_baseline'])}" if np.isfinite(r.get("n_variant", math.nan))
-             else "—",
-             "Δ multitask [95 % CI]": _delta(r), "p (Holm)": _p(r), "Δ mIoU": _delta(r, "semseg_miou_"),
-             "Δ SI-log": _delta(r, "depth_silog_"), "Also": _extra(r), "Verdict": r["verdict"]}
-            for r in table.to_dict("records")]
-    return pd.DataFrame(rows).to_markdown(index=False)
-
-
-def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
-    lines = ["| Experiment | Trials | Seeds | Wall time | Command |", "|---|---|---|---|---|"]
-    for name, exp in sorted(experiments.items()):
-        wall = exp.record.get("wall_s")
-        lines.append(f"| {name} | {len(exp.frame)} | {len(exp.record.get('seeds', []))} | "
-                     f"{f'{wall / 60:.1f} min' if wall else '—'} | `{exp.command()}` |")
-    return "\n".join(lines)
-
-
-def delta_m_section(experiments: dict[str, SavedExperiment]) -> list[str]:
-    """Δm of every multi-task row of an experiment that has single-task rows (ablations/single_task.yaml)."""
-    out = []
-    for name, exp in sorted(experiments.items()):
-        reference = single_task_reference(exp.frame)
-        dm = delta_m(exp.frame, reference)
-        if dm.empty:
-            continue
-        rows = [{"Experiment": name, "Multi-task row": r["variant"], "n": int(r["n"]),
-                 "Δm % [95 % CI]": delta_m_text(r),
-                 **{f"{t} single-task": f"{v.mean():.2f} ({TASK_METRICS[t][0]})" for t, (_, v) in reference.items()}}
-                for _, r in dm.iterrows()]
-        out += [pd.DataFrame(rows).to_markdown(index=False), delta_m_note(reference, name, dm)]
-    return ["## Multi-task against single-task baselines (Δm)", *out] if out else []
-
-
-def _footnote(table: pd.DataFrame) -> str:
-    family = int(table["family"].iloc[0]) if "family" in table and len(table) else 0
-    tests = sorted({t for t in table.get("test", pd.Series(dtype=object)).dropna() if isinstance(t, str)})
-    return ("Δ = ours − reference, mean over seeds of the paired (same-seed) difference on the seeds both sides "
-            f"have, 95 % t-interval; test per row: {', '.join(tests) or '—'}. p: raw (Holm–Bonferroni-adjusted). "
-            f"**The Holm family is the {family} rows tested on multitask** (every row with results except the "
-            "'diverges' row, which is judged on its trials' status). Δ mIoU and Δ SI-log are adjusted across the "
-            "same rows, and marked *resolved* only at adjusted p < 0.05: one standard for every claim on this page. "
-            "A verdict needs the adjusted p < 0.05; 'unresolved' gives the seeds that would reach 80 % power at the "
-            f"observed effect at Holm's first-step level (0.05 / {family}).")
 
 
 def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
@@ -256,8 +213,9 @@ def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     table = findings_table(experiments)
     study = asha_study(list(experiments.values()))
     parts = [intro or "# Findings", "## The course's findings at CPU scale", markdown_table(table),
-             _footnote(table),
+             footnote(table),
              "## Runs", runs_markdown(experiments)]
+    parts += looks_markdown(experiments)
     parts += delta_m_section(experiments)
     if study is not None:
         parts += ["## ASHA efficiency study", study_markdown(study)]

@@ -25,9 +25,10 @@ import functools
 import math
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
-from analysis.stats import ALPHA, holm
+from analysis.stats import ALPHA, compare, holm
 
 NULL_DRAWS = 200_000
 NULL_SEED = 20261130
@@ -133,4 +134,61 @@ def settled(diffs: dict[str, list[float]], first: int, last: int, alpha: float =
             out[row] = "futile"
         else:
             out[row] = ""
+    return out
+
+
+def repeated_ci(diffs, first: int, last: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """The repeated confidence interval: every shift δ whose repeated p-value of (diffs − δ) is ≥ alpha. Valid
+    at whatever look the data stopped, as the repeated p is (bisection on each side of the mean)."""
+    d = np.asarray(diffs, float)
+    if len(d) < max(first, 2) or not d.std() > 0:
+        return math.nan, math.nan
+    mean, width = float(d.mean()), float(d.std(ddof=1)) * 50 + 1e-12
+
+    def inside(delta: float) -> bool:
+        return repeated_p(d - delta, first, last) >= alpha
+
+    bounds = []
+    for sign in (-1, 1):
+        lo, hi = 0.0, width
+        while inside(mean + sign * hi) and hi < 1e6 * width:  # widen until outside
+            hi *= 2
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if inside(mean + sign * mid) else (lo, mid)
+        bounds.append(mean + sign * lo)
+    return bounds[0], bounds[1]
+
+
+def sequential_compare(variant: pd.Series, baseline: pd.Series, first: int, last: int,
+                       margin: float | None = None) -> dict[str, float | str | int]:
+    """What `analysis.stats.compare` reports, for a pair whose seeds were added by the adaptive design: the paired
+    differences in seed order on the seeds both sides have, the repeated p-value and repeated 95 % CI of the
+    group-sequential test, and with a margin the TOST repeated p."""
+    a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
+    shared = sorted(set(a.index) & set(b.index))
+    d = (a.loc[shared] - b.loc[shared]).to_numpy()
+    low, high = repeated_ci(d, first, last)
+    sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
+    return {"test": f"group-sequential paired t (looks {first}..{last})", "n_pairs": len(d),
+            "delta": float(d.mean()) if len(d) else math.nan, "delta_ci_low": low, "delta_ci_high": high,
+            "p_value": repeated_p(d, first, last), "effect_size": float(d.mean()) / sd if sd else math.nan,
+            "p_equivalence": equivalence_p(d, margin, first, last) if margin else math.nan,
+            "dropped_seeds": ", ".join(str(s) for s in sorted(set(a.index) ^ set(b.index)))}
+
+
+def pair_test(variant: pd.Series, baseline: pd.Series, design: dict | None, margin: float | None = None
+              ) -> dict[str, float | str | int]:
+    """The test a pair's design calls for: the group-sequential one when its seeds were added adaptively (`design`:
+    the record's {first, max}), else the fixed-n paired t of `analysis.stats.compare`; with a margin also the TOST
+    p (for a fixed design, its single look)."""
+    if design:
+        return sequential_compare(variant, baseline, design["first"], design["max"], margin)
+    out = compare(variant, baseline, power=True)
+    out["p_equivalence"] = math.nan
+    if margin and out["test"] == "paired t":
+        a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
+        shared = sorted(set(a.index) & set(b.index))
+        d = (a.loc[shared] - b.loc[shared]).to_numpy()
+        out["p_equivalence"] = equivalence_p(d, margin, len(d), len(d))
     return out

@@ -9,7 +9,8 @@ import pytest
 
 from analysis.asha_study import asha_study
 from analysis.experiments import SavedExperiment, read_saved
-from analysis.findings import FINDINGS, _extra, findings_table, main
+from analysis.findings import FINDINGS, findings_table, main
+from analysis.findings_page import _extra
 
 
 def _record(name: str, scheduler: str = "none", seeds=(0, 1, 2), sets=None, spec_path="ablations/x.yaml", **spec):
@@ -108,7 +109,7 @@ def test_cli_rebuilds_the_page_from_saved_folders_and_copies_them(tmp_path):
 
 
 def test_the_page_gains_delta_m_for_an_experiment_with_single_task_rows():
-    from analysis.findings import delta_m_section
+    from analysis.findings_page import delta_m_section
 
     frame = _frame({"multi-task": [15.0, 16.0], "semseg only": [0.0, 0.0], "depth only": [14.0, 15.0]})
     frame["config/tasks"] = frame["variant"].map({"multi-task": "[semseg, depth]", "semseg only": "[semseg]",

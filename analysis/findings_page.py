@@ -1,0 +1,144 @@
+"""The findings page's Markdown: the verdict table, its footnote, the runs, the seeds the adaptive design added,
+and Δm (analysis/findings.py decides the verdicts)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
+from analysis.experiments import SavedExperiment
+from analysis.stats import ALPHA
+
+
+def _delta(r: dict, prefix: str = "") -> str:
+    d, lo, hi = (r.get(f"{prefix}{k}", math.nan) for k in ("delta", "delta_ci_low", "delta_ci_high"))
+    if not isinstance(d, float) or not np.isfinite(d):
+        return "—"
+    text = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
+    ph = r.get(f"{prefix}p_holm", math.nan)
+    if prefix and isinstance(ph, float) and np.isfinite(ph):  # the same page-wide standard as multitask's
+        text += " resolved" if ph < ALPHA else ""
+    return text
+
+
+def _p(r: dict) -> str:
+    p, ph = r.get("p_value", math.nan), r.get("p_holm", math.nan)
+    if not np.isfinite(p):
+        return "—"
+    return f"{p:.2g} ({ph:.2g})" if np.isfinite(ph) else f"{p:.2g} (not tested: judged on status)"
+
+
+def _extra(r: dict) -> str:
+    parts = [f"Δ multitask is the {r['trend']} (OLS over {int(r['n_trend'])} trials, seed blocks); Δ mIoU and "
+             "Δ SI-log compare the two rows named"] \
+        if isinstance(r.get("trend"), str) else []
+    if isinstance(r.get("setup"), str) and r["setup"]:
+        parts.append(r["setup"])
+    if "diverged" in r and np.isfinite(r.get("diverged", math.nan)):
+        parts.append(f"{int(r['diverged'])}/{int(r['trials'])} diverged")
+    if np.isfinite(r.get("parameters_ratio", math.nan)):
+        parts.append(f"params ×{r['parameters_ratio']:.2f}, time ×{r['train_time_s_ratio']:.2f}")
+    return "; ".join(parts)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    rows = [{"Course finding": r["claim"], "Experiment: ours vs reference": f"{r['experiment']}: {r['comparison']}",
+             "n": f"{int(r['n_variant'])} / {int(r['n_baseline'])}" + (" adaptive" if r.get("design") else "")
+             if np.isfinite(r.get("n_variant", math.nan)) else "—",
+             "Δ multitask [95 % CI]": _delta(r), "p (Holm)": _p(r), "Δ mIoU": _delta(r, "semseg_miou_"),
+             "Δ SI-log": _delta(r, "depth_silog_"), "Also": _extra(r), "Verdict": r["verdict"]}
+            for r in table.to_dict("records")]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
+    lines = ["| Experiment | Trials | Seeds | Wall time | Command |", "|---|---|---|---|---|"]
+    for name, exp in sorted(experiments.items()):
+        wall, extends = exp.record.get("wall_s"), exp.record.get("extends")
+        seeds = f"{exp.frame['seed'].nunique()} (adaptive, up to {exp.record['adaptive']['max']})" \
+            if exp.record.get("adaptive") else str(len(exp.record.get("seeds", [])))
+        command = f"`{exp.command()}`"
+        if extends:  # the first run's command and time, then the extension's
+            first = "python " + " ".join(str(a) for a in extends.get("argv") or [])
+            command = f"`{first}`, then extended: {command}"
+            wall = f"{_minutes(extends.get('wall_s'))} + {_minutes(wall)}"
+        lines.append(f"| {name} | {len(exp.frame)} | {seeds} | {wall if extends else _minutes(wall)} | {command} |")
+    return "\n".join(lines)
+
+
+def delta_m_section(experiments: dict[str, SavedExperiment]) -> list[str]:
+    """Δm of every multi-task row of an experiment that has single-task rows (ablations/single_task.yaml)."""
+    out = []
+    for name, exp in sorted(experiments.items()):
+        reference = single_task_reference(exp.frame)
+        dm = delta_m(exp.frame, reference)
+        if dm.empty:
+            continue
+        rows = [{"Experiment": name, "Multi-task row": r["variant"], "n": int(r["n"]),
+                 "Δm % [95 % CI]": delta_m_text(r),
+                 **{f"{t} single-task": f"{v.mean():.2f} ({TASK_METRICS[t][0]})" for t, (_, v) in reference.items()}}
+                for _, r in dm.iterrows()]
+        out += [pd.DataFrame(rows).to_markdown(index=False), delta_m_note(reference, name, dm)]
+    return ["## Multi-task against single-task baselines (Δm)", *out] if out else []
+
+
+def footnote(table: pd.DataFrame) -> str:
+    family = int(table["family"].iloc[0]) if "family" in table and len(table) else 0
+    equivalence = int(table["family_equivalence"].iloc[0]) if "family_equivalence" in table and len(table) else 0
+    tests = sorted({t for t in table.get("test", pd.Series(dtype=object)).dropna() if isinstance(t, str)})
+    sequential = any(t.startswith("group-sequential") for t in tests)
+    return ("Δ = ours − reference, mean over seeds of the paired (same-seed) difference on the seeds both sides "
+            f"have, with its 95 % interval; test per row: {', '.join(tests) or '—'}. p: raw (Holm–Bonferroni-"
+            "adjusted). " + (
+                "Rows whose seeds the adaptive design added (n marked *adaptive*) use the group-sequential paired t "
+                "fixed before the first trial: looks at every seed count from `first` to `max`, O'Brien–Fleming "
+                "shape; their p is the *repeated* p-value and their interval the repeated 95 % interval, both valid "
+                "whatever decided when to stop adding seeds (analysis/sequential.py). " if sequential else "") +
+            f"**The Holm family is {family} tests**: the {family - equivalence} rows tested on multitask (every row "
+            "with results except the 'diverges' row, which is judged on its trials' status)" +
+            (f" and {equivalence} equivalence test(s) (TOST within the spec's declared margin, for '≈' claims)"
+             if equivalence else "") + ". Δ mIoU and Δ SI-log are adjusted across the same rows, and marked "
+            "*resolved* only at adjusted p < 0.05: one standard for every claim on this page. A verdict needs the "
+            "adjusted p < 0.05; 'unresolved' gives the seeds that would reach 80 % power at the observed effect at "
+            f"Holm's first-step level (0.05 / {family}), for adaptive rows simulated under the sequential design.")
+
+
+def looks_markdown(experiments: dict[str, SavedExperiment]) -> list[str]:
+    """Every look of each adaptive design: seeds per comparison, repeated p, decision; and the compute it added."""
+    out = []
+    for name, exp in sorted(experiments.items()):
+        if not exp.looks:
+            continue
+        rows = [_look_row(name, look, comparison, c) for look in exp.looks["looks"]
+                for comparison, c in look["comparisons"].items()]
+        out += [pd.DataFrame(rows).to_markdown(index=False), _design_line(name, exp)]
+    return ["## Seeds added by the adaptive design", "Each look judges every comparison on the seeds both of its "
+            "rows have; an open one gets one more seed on both rows, a settled one none.", *out] if out else []
+
+
+def _look_row(name: str, look: dict, comparison: str, c: dict) -> dict:
+    rows = comparison.split(" vs ")
+    p = c.get("p_repeated")
+    return {"Experiment": name, "Look": look["look"], "Comparison": comparison, "Seeds": c["seeds"],
+            "Repeated p": f"{p:.2g}" if p is not None else "—",
+            "Decision": c.get("decision") or ("first round" if not c["seeds"] else "one more seed"),
+            "Trials queued": sum(1 for row, _ in look["added"] if row in rows)}
+
+
+def _design_line(name: str, exp: SavedExperiment) -> str:
+    design = exp.looks["design"]
+    level = f"0.05 / {design['family']}" if design.get("family") else "Holm across its comparisons at 0.05"
+    margin = design.get("equivalence_margin")
+    added = int(exp.frame["extended_from"].isna().sum()) if "extended_from" in exp.frame else len(exp.frame)
+    return (f"{name}: first {design['first']}, max {design['max']} seeds, settled at {level}"
+            f"{f', equivalence margin ±{margin:g}' if margin else ''}; {added} trial(s) run in "
+            f"{_minutes(exp.record.get('wall_s'))}; stopped: {exp.looks.get('stopped')}.")
+
+
+def _minutes(seconds: float | None) -> str:
+    return f"{seconds / 60:.1f} min" if seconds else "—"
+
+
