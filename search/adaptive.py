@@ -7,8 +7,11 @@ at `max`. Each open comparison then gets its next seed on both rows (so pairs st
 or the run's budget (trials or trial-hours) is spent; then `suggest` answers `Searcher.FINISHED`. The repeated
 p-value is valid whatever decided to stop, so this rule, the budget, and what other rows did keep the error rate.
 
-Tune runs, retries, checkpoints and restores the searcher like any other (`save` / `restore`); every look is
-also written, as it happens, to `seed_looks.json` in the experiment folder, which the tables read. Trials of an
+Tune runs, retries, checkpoints and restores the searcher like any other (`save` / `restore`); with each of
+Tune's experiment snapshots (and the last, when the search ends) every look so far is also written to
+`seed_looks.json` beside them, which the tables read. It goes through Tune's own snapshot folder: Tune uploads that
+folder to the storage, so a file written to the storage directly would be overwritten by a stale copy after
+`--resume`. Trials of an
 experiment being extended (`--extend`) enter as `prior` results: they count as run and are never rerun.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from typing import Any
 
@@ -23,6 +27,7 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from analysis.sequential import sequential_table, settled
+from search.record import LOOKS_FILE
 
 Cell = tuple[str, int]  # (row, seed)
 
@@ -36,8 +41,7 @@ def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, 
 class AdaptiveSeeds(Searcher):
     def __init__(self, comparisons: list[tuple[str, str]], seeds: list[int], first: int, metric: str, mode: str,
                  budget: dict[str, float] | None = None, prior: dict[Cell, float] | None = None,
-                 log: tuple[Any, str] | None = None, margin: float | None = None, family: int | None = None
-                 ) -> None:
+                 margin: float | None = None, family: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.family = family  # settle at p < 0.05 / family when the verdicts are adjusted across a larger page
         self.margin = margin  # the spec's equivalence margin on `metric`: equivalence settles a comparison too
@@ -53,7 +57,6 @@ class AdaptiveSeeds(Searcher):
         self.looks: list[dict[str, Any]] = []
         self.spent = {"trials": 0, "hours": 0.0}
         self.stopped: str | None = None
-        self.log = log
 
     # --- Tune's Searcher interface ---
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
@@ -77,6 +80,11 @@ class AdaptiveSeeds(Searcher):
         self.values.setdefault(cell[0], {})[cell[1]] = value
         self.spent["trials"] += 1
         self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        super().save_to_dir(checkpoint_dir, session_str)
+        with open(os.path.join(checkpoint_dir, LOOKS_FILE), "w") as f:
+            json.dump(self.looks_document(), f, indent=1)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -159,22 +167,13 @@ class AdaptiveSeeds(Searcher):
                                 "decision": decisions.get(k, "")}
                             for k, t in table.items()},
             "added": [list(c) for c in added]})
-        self.write_log()
 
-    def write_log(self) -> None:
-        if self.log is None:
-            return
-        fs, path = self.log  # (pyarrow filesystem, path): picklable with the searcher
-        doc = {"design": {"first": self.first, "max": self.last, "seeds": self.seeds,
-                          "comparisons": [f"{a} vs {b}" for a, b in self.comparisons], "test":
-                          "group-sequential paired t (O'Brien-Fleming shape), repeated p, Holm across comparisons",
-                          "budget": self.budget, "equivalence_margin": self.margin, "family": self.family},
-               "prior_trials": self.prior, "stopped": self.stopped, "looks": self.looks}
-        try:
-            with fs.open_output_stream(path) as f:
-                f.write(json.dumps(doc, indent=1).encode())
-        except OSError as e:  # a storage hiccup: Tune's searcher state keeps the looks; the next look rewrites it
-            print(f"warning: cannot write {path} ({e})", flush=True)
+    def looks_document(self) -> dict[str, Any]:
+        return {"design": {"first": self.first, "max": self.last, "seeds": self.seeds,
+                           "comparisons": [f"{a} vs {b}" for a, b in self.comparisons], "test":
+                           "group-sequential paired t (O'Brien-Fleming shape), repeated p, Holm across comparisons",
+                           "budget": self.budget, "equivalence_margin": self.margin, "family": self.family},
+                "prior_trials": self.prior, "stopped": self.stopped, "looks": self.looks}
 
 
 def _num(x: float) -> float | None:

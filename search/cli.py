@@ -11,6 +11,7 @@ import torch
 
 from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
+from search.plan import plan
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
 from search.spec import SeedsBlock, SpecError, check_metric, checkpoints_flag, scheduler_flag, seeds_flag
@@ -42,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
                    help="with adaptive seeds: a comparison to settle (repeatable); default: every row vs the baseline")
     p.add_argument("--budget", metavar="trials=N|hours=H",
                    help="with adaptive seeds: stop adding seeds once N trials (or H trial-hours) were spent")
+    p.add_argument("--plan-from", metavar="EXPERIMENT",
+                   help="--dry-run: plan the adaptive design's seeds, trials, trial-hours and cost from a pilot or "
+                        "an earlier run of these rows (its results.parquet)")
     p.add_argument("--extend", metavar="EXPERIMENT",
                    help="add seeds to a finished experiment (a folder or s3:// with its results.parquet, e.g. "
                         "docs/findings/se): its trials count as already run; needs adaptive --seeds")
@@ -103,6 +107,8 @@ def _dry_run(exp: Experiment, args: argparse.Namespace) -> int:
     concurrency = min(args.max_concurrent or exp.spec.search.max_concurrent or slots, slots, exp.trial_count())
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (exp.spec.resources.gpus or 0.0)
     print(budget(exp, concurrency, max(args.probe_steps, 1), gpus, args.gpu_bench, cpus))
+    if args.plan_from:
+        print(plan(exp, args.plan_from))
     return 0
 
 

@@ -26,7 +26,6 @@ from search.record import (
     EXIT_INTERRUPTED,
     EXIT_STORAGE_FULL,
     EXTENDED_FILE,
-    LOOKS_FILE,
     RECORD_FILE,
     RESULTS_FILE,
     experiment_record,
@@ -131,8 +130,8 @@ def _adaptive(exp: Experiment, args: argparse.Namespace, storage: Storage) -> Ad
     extended = getattr(args, "extended", None)
     prior = prior_cells(extended.frame, exp) if extended is not None else None
     return AdaptiveSeeds(list(exp.comparisons), list(exp.seeds), exp.adaptive.first, exp.metric, exp.mode,
-                         budget_flag(args.budget), prior, (storage.fs, f"{storage.experiment(exp.name)}/{LOOKS_FILE}"),
-                         (exp.spec.report.equivalence_margin or {}).get(exp.metric), exp.adaptive.family)
+                         budget_flag(args.budget), prior, (exp.spec.report.equivalence_margin or {}).get(exp.metric),
+                         exp.adaptive.family)
 
 
 def _start_record(exp: Experiment, args: argparse.Namespace, storage: Storage, exp_path: str) -> None:

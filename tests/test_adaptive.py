@@ -6,6 +6,7 @@ seed, eps ~ N(0, sigma^2); rows compared with a baseline; first 3, max 8; one se
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 
@@ -117,6 +118,8 @@ def test_save_and_restore_continue_the_same_design(tmp_path):
     fresh.restore(str(tmp_path / "state.pkl"))
     assert fresh.pending == s.pending and fresh.values == s.values and fresh.looks == s.looks
     pickle.dumps(fresh)  # Tune pickles searchers with the tuner
+    fresh.save_to_dir(str(tmp_path))  # Tune's snapshot: the looks go beside it, into the experiment folder
+    assert json.loads((tmp_path / "seed_looks.json").read_text())["looks"] == s.looks
 
 
 def test_budget_flag():
