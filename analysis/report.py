@@ -171,7 +171,8 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     rows, baseline = _rows_and_baseline(res)
     columns = res.record["spec"]["report"].get("columns") or list(DEFAULT_COLUMNS) + (
         ["cost"] if res.record["spec"].get("trial_price_per_hour") is not None else [])
-    stats_df = ablation_stats(res.frame, rows, baseline, columns, res.record.get("adaptive"))
+    margins = (res.record["spec"].get("report") or {}).get("equivalence_margin")
+    stats_df = ablation_stats(res.frame, rows, baseline, columns, res.record.get("adaptive"), margins)
     dm, dm_note = delta_m_for(res)
 
     def make_table(bold=lambda s: f"**{s}**") -> pd.DataFrame:  # the ablation table, with Δm % when it exists

@@ -66,10 +66,12 @@ def _values(trials: pd.DataFrame, col: str) -> pd.Series:
 
 
 def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=DEFAULT_COLUMNS,
-                   design: dict | None = None) -> pd.DataFrame:
+                   design: dict | None = None, margins: dict[str, float] | None = None) -> pd.DataFrame:
     """Long-form statistics: one row per (variant, column), with Δ, its CI, the test, raw and Holm-adjusted p
     and the seeds needed against the baseline. `design`: the record's adaptive seeds {first, max}: their seeds
-    were added by looking at results, so every Δ gets the group-sequential test (repeated p and CI)."""
+    were added by looking at results, so every Δ gets the group-sequential test (repeated p and CI). `margins`:
+    the spec's equivalence margins per metric: a Δ within noise can then be shown equivalent (TOST, Holm-adjusted
+    across the table's variants like the Δ tests)."""
     completed = frame[frame["status"] == "completed"]
     base_trials = completed[completed["variant"] == baseline]
     records = []
@@ -85,17 +87,21 @@ def ablation_stats(frame: pd.DataFrame, rows: list[str], baseline: str, columns=
             errors = list(trials["error"]) if "error" in trials else None
             record = {"variant": variant, "status": status_text(list(trials["status"]), errors), "column": col,
                       **summarize(values), "baseline": variant == baseline}
+            margin = (margins or {}).get(col)
             if col in TESTED and variant != baseline:
-                record.update(pair_test(values, _values(base_trials, col), design) if design else
+                record.update(pair_test(values, _values(base_trials, col), design, margin) if design or margin else
                               compare(values, _values(base_trials, col)))
+                record["margin"] = margin
             records.append(record)
     out = pd.DataFrame(records)
-    for col in ("test", "delta", "delta_ci_low", "delta_ci_high", "p_value", "seeds_needed"):
+    for col in ("test", "delta", "delta_ci_low", "delta_ci_high", "p_value", "seeds_needed", "margin",
+                "p_equivalence"):
         if col not in out:
             out[col] = math.nan
-    out["p_holm"] = math.nan
+    out["p_holm"] = out["p_equivalence_holm"] = math.nan
     for _, idx in out.groupby("column").groups.items():  # the family: one metric across the table's variants
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_value"].tolist())
+        out.loc[idx, "p_equivalence_holm"] = holm(pd.to_numeric(out.loc[idx, "p_equivalence"]).tolist())
         _seeds_at_holm_level(out, idx)
     out["within_noise"] = [bool(p >= ALPHA) if np.isfinite(p) else None for p in out["p_holm"]]
     return out
@@ -189,8 +195,13 @@ def _delta(r: pd.Series) -> str:
     if np.isfinite(r["delta_ci_low"]) and r["delta_ci_low"] != r["delta_ci_high"]:
         sign += f" [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
     if r["within_noise"]:
+        margin, p_eq = r.get("margin", math.nan), r.get("p_equivalence_holm", math.nan)
+        if np.isfinite(p_eq) and p_eq < ALPHA:
+            return sign + f" (equivalent within ±{margin:g}: TOST p_adj={p_eq:.3f})"
         need = r["seeds_needed"]
         hint = f"; ~{int(need)} seeds for 80 % power" if np.isfinite(need) else "; no effect to power"
+        if np.isfinite(margin):
+            hint += f"; equivalence within ±{margin:g} not shown"
         return sign + f" (within noise, p_adj={r['p_holm']:.2f}{hint})"
     return sign + (" (p_adj<0.001)" if r["p_holm"] < 0.001 else f" (p_adj={r['p_holm']:.3f})")
 

@@ -133,3 +133,28 @@ def test_a_table_of_rows_says_seeds_repeated_p_holm_and_what_to_do():
     assert table["none"]["p_holm"] >= table["none"]["p_repeated"]
     fate = settled(diffs, FIRST, LAST)
     assert fate["big"] == "resolved" and fate["some"] in ("", "resolved")
+
+
+def test_equivalence_tost_keeps_its_level_at_the_margin_and_shows_a_null_effect():
+    """TOST of |Δ| < margin: at the boundary (true Δ = margin) it claims equivalence at most ~5 % of the time over
+    the looks; with no true difference and enough seeds it shows equivalence."""
+    from analysis.sequential import equivalence_p
+
+    rng = np.random.default_rng(5)
+    margin = 1.0
+    at_margin = margin + 0.5 * rng.standard_normal((1500, LAST))
+    claims = np.mean([equivalence_p(d, margin, FIRST, LAST) < ALPHA for d in at_margin])
+    assert claims <= 0.06
+    null = 0.3 * rng.standard_normal((300, LAST))
+    assert np.mean([equivalence_p(d, margin, FIRST, LAST) < ALPHA for d in null]) >= 0.8
+
+
+def test_repeated_ci_is_the_t_interval_for_a_single_look_and_wider_with_more_looks():
+    from analysis.sequential import repeated_ci
+
+    d = np.array([1.2, 0.8, 1.5, 0.9, 1.1])
+    low, high = repeated_ci(d, 5, 5)
+    t_low, t_high = stats.t.interval(0.95, 4, d.mean(), stats.sem(d))
+    assert low == pytest.approx(t_low, abs=0.01) and high == pytest.approx(t_high, abs=0.01)
+    wide = repeated_ci(d, 3, 8)
+    assert wide[0] < low and wide[1] > high
