@@ -37,7 +37,7 @@ def _looks(exp_dir) -> dict:
     return json.loads((exp_dir / "seed_looks.json").read_text())
 
 
-def test_planted_effect_stops_at_first_and_the_report_names_the_design(ray_local, tmp_path):
+def test_planted_effect_stops_at_first_then_extension_adds_seeds_from_saved_results(ray_local, tmp_path):
     spec = write_spec(tmp_path, PLANTED.format(max=4), name="planted")
     assert _run(spec, tmp_path / "results", "--compare", "frozen vs trained") == 0
     exp_dir = tmp_path / "results" / "planted"
@@ -51,6 +51,7 @@ def test_planted_effect_stops_at_first_and_the_report_names_the_design(ray_local
     build_report(str(exp_dir), str(tmp_path / "report"), formats=("md",))
     table = (tmp_path / "report" / "table.md").read_text()
     assert "group-sequential paired t (looks 3..4)" in table and "repeated p-value" in table
+    _extend(spec, tmp_path, exp_dir)
 
 
 def test_interrupted_adaptive_search_resumes_the_same_design(ray_local, tmp_path):
@@ -78,23 +79,23 @@ def test_interrupted_adaptive_search_resumes_the_same_design(ray_local, tmp_path
     assert _run(spec, storage, "--resume", "--seeds", "first=3,max=6") == 2
 
 
-def test_extension_adds_seeds_from_saved_results_only(ray_local, tmp_path):
-    spec = write_spec(tmp_path, PLANTED.format(max=4).replace("seeds: {first: 3, max: 4}", "seeds: 3"), name="ext")
-    assert _run(spec, tmp_path / "first") == 0
-    saved = copy_artifacts(str(tmp_path / "first" / "ext"), tmp_path / "committed")  # results only, no Tune state
+
+
+def _extend(spec, tmp_path, exp_dir) -> None:
+    saved = copy_artifacts(str(exp_dir), tmp_path / "committed")  # results only: no Tune state, no checkpoints
     assert not list(saved.glob("*/checkpoint_*"))
-    assert _run(spec, tmp_path / "first", "--seeds", "first=3,max=4", "--extend", str(saved)) == 2  # same folder
-    assert _run(spec, tmp_path / "more", "--seeds", "first=3,max=4", "--extend", str(saved), "--set",
-                "weight_decay=0.1") == 2  # another design cannot pair with the saved seeds
-    assert _run(spec, tmp_path / "more", "--seeds", "first=3,max=4", "--compare", "same vs trained",
-                "--extend", str(saved)) == 0
-    exp_dir = tmp_path / "more" / "ext"
-    df = pd.read_parquet(exp_dir / "results.parquet")
+    extend = ["--seeds", "first=3,max=4", "--extend", str(saved)]
+    assert _run(spec, tmp_path / "results", *extend) == 2  # the extension is a new experiment: not the same folder
+    assert _run(spec, tmp_path / "more", *extend, "--set", "weight_decay=0.1") == 2  # another design: no pairs
+    assert _run(spec, tmp_path / "more", *extend, "--compare", "same vs trained") == 0
+    out = tmp_path / "more" / "planted"
+    df = pd.read_parquet(out / "results.parquet")
     old = df[df["extended_from"].notna()]
-    assert len(old) == 9 and set(old["seed"]) == {0, 1, 2}  # every saved trial, none rerun
+    assert len(old) == 6 and set(old["seed"]) == {0, 1, 2}  # every saved trial, none rerun
     new = df[df["extended_from"].isna()]
-    assert set(zip(new["variant"], new["seed"], strict=True)) <= {("same", 3), ("trained", 3)}
-    looks = _looks(exp_dir)
-    assert looks["prior_trials"] == 9 and looks["looks"][0]["comparisons"]["same vs trained"]["seeds"] == 3
-    record = json.loads((exp_dir / "mtl_experiment.json").read_text())
-    assert record["extends"]["trials"] == 9 and record["extends"]["uri"] == str(saved)
+    assert {(v, s) for v, s in zip(new["variant"], new["seed"], strict=True)} - {("same", 3), ("trained", 3)} == \
+        {("same", 0), ("same", 1), ("same", 2)}  # `same` first gets the first seeds; only then a look
+    looks = _looks(out)
+    assert looks["prior_trials"] == 6 and looks["looks"][0]["reason"].startswith("first round")
+    record = json.loads((out / "mtl_experiment.json").read_text())
+    assert record["extends"]["trials"] == 6 and record["extends"]["uri"] == str(saved)
