@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the spec's name)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
     p.add_argument("--address", help="join a running Ray cluster ('auto' on a `ray up` head node)")
+    p.add_argument("--storage-shared", action="store_true",
+                   help="--storage is a local path that every node of the cluster mounts (NFS); without it a local "
+                        "path is refused on a multi-node cluster")
     p.add_argument("--max-concurrent", type=int, help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs a trial reserves (and its torch threads); default 1")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs a trial reserves, e.g. 0.25 packs four trials on "

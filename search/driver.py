@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from search import tuning
 from search.adaptive import AdaptiveSeeds
 from search.extend import budget_flag, prior_cells
 from search.record import (
+    EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_STORAGE_FULL,
     EXTENDED_FILE,
@@ -150,6 +152,19 @@ def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
     return storage.fs, f"{storage.experiment(exp.name)}/{SCHEDULER_STATE}"
 
 
+def _unshared_storage(storage: Storage, args: argparse.Namespace) -> str | None:
+    """A local --storage path on a cluster of several nodes: each node would write its trials to its own disk
+    (Ray fails only at the first checkpoint, and artifact syncing fails silently). Refused before any trial."""
+    if not args.address or storage.is_s3 or getattr(args, "storage_shared", False):
+        return None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return None
+    return (f"--storage {args.storage}: a local path, but this Ray cluster has {len(nodes)} nodes, each with its own "
+            "disk: use s3://bucket/prefix (or an S3-compatible store through AWS_ENDPOINT_URL), or a folder every "
+            "node mounts at the same path (NFS) declared with --storage-shared")
+
+
 def _watch_lines(exp: Experiment, storage: Storage, dashboard: str | None, wandb_dir: str | None) -> None:
     where = storage.display(storage.experiment(exp.name))
     count = f"at most {exp.trial_count()} trials, seeds added where comparisons are open" if exp.adaptive else \
@@ -240,6 +255,10 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", f"{min(max(exp.trial_count() / 100, 1.0), 10.0):g}")
     started = time.monotonic()
     dashboard = _init_ray(args)
+    unshared = _unshared_storage(storage, args)
+    if unshared:
+        print(f"error: {unshared}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
     exp_path = storage.experiment(exp.name)
     if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
         _start_record(exp, args, storage, exp_path)

@@ -1,0 +1,78 @@
+"""A real multi-node cluster on one machine: `ray up cluster/onprem.yaml` from a "laptop" host over SSH into a
+head and two workers, each its own network, mount, PID and UTS namespace (tests/nscluster.py), results on an S3
+server in a "storage" host; `ray dashboard`, `ray job submit`, the report read back from S3, `ray down`.
+
+One cluster for the module; root, tini, sshd and rsync needed (`.ci/run` installs them), skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from nscluster import available
+from nslab import AWS, BUCKET, Lab
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=f"{available()}")]
+SEARCH = ("ablations/task_weights.yaml --address auto --profile smoke --seeds 1 --no-dashboard --wandb off "
+          "--max-concurrent 3")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab()
+    try:
+        lab.start_storage()
+        started = time.monotonic()
+        lab.up()
+        lab.timings["nodes alive after ray up"] = round(lab.wait_nodes(3), 1)
+        lab.timings["ray up to 3 nodes"] = round(time.monotonic() - started, 1)
+        lab.dashboard()
+        yield lab
+    finally:
+        lab.down()
+        lab.destroy()
+        print(f"\ncluster timings (s): {json.dumps(lab.timings)}")
+
+
+def test_each_host_is_its_own_machine(lab):
+    names = {h: lab.hosts.run(h, "hostname").stdout.strip() for h in ("head", "w1", "w2")}
+    assert names == {"head": "head", "w1": "w1", "w2": "w2"}
+    # separate process tables: the head's Ray processes are invisible from a worker
+    assert "gcs_server" not in lab.hosts.run("w1", "ps ax").stdout
+    assert "gcs_server" in lab.hosts.run("head", "ps ax").stdout
+    # separate disks: a file in the head's /tmp and HOME is not on a worker
+    lab.hosts.run("head", "touch /tmp/only-on-head ~/only-on-head")
+    assert lab.hosts.run("w1", "ls /tmp/only-on-head ~/only-on-head", check=False).returncode != 0
+
+
+def test_a_local_storage_path_is_refused_on_the_cluster(lab):
+    out = lab.submit(f"{SEARCH} --storage /root/results", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "a local path, but this Ray cluster has 3 nodes" in text, text[-3000:]
+    assert "s3://" in text and "--storage-shared" in text
+    assert lab.hosts.run("head", "ls /root/results/task_weights/*/result.json", check=False).returncode != 0
+
+
+def test_search_on_the_cluster_to_s3_then_the_report_read_back(lab):
+    started = time.monotonic()
+    out = lab.submit(f"{SEARCH} --storage s3://{BUCKET}/experiments")
+    lab.timings["job: 5 smoke trials on 3 nodes"] = round(time.monotonic() - started, 1)
+    assert "succeeded" in out.stdout, out.stdout[-3000:]
+    report = lab.laptop(f"python -m analysis.report s3://{BUCKET}/experiments/task_weights --out /tmp/report "
+                        "--formats md", env={**AWS, "AWS_ENDPOINT_URL": lab.endpoint})
+    table = lab.hosts.run("laptop", "cat /tmp/report/table.md").stdout
+    assert table.count("1/1 completed") == 5, table  # every row, its one seed
+    assert report.returncode == 0
+    # the trials ran on more than one node, each generating the synthetic data in its own HOME on first use
+    hosts = lab.laptop(
+        "python -c \"import pandas as pd, pyarrow.fs as fs, json; s3 = fs.S3FileSystem(endpoint_override="
+        f"'{lab.endpoint}'); sel = fs.FileSelector('{BUCKET}/experiments/task_weights', recursive=True); "
+        "names = [i.path for i in s3.get_file_info(sel) if i.base_name == 'result.json']; "
+        "print(json.dumps(sorted({json.loads(s3.open_input_stream(n).read().splitlines()[-1])['hostname'] "
+        "for n in names})))\"", env={**AWS, "AWS_ENDPOINT_URL": lab.endpoint}).stdout.strip().splitlines()[-1]
+    ran_on = set(json.loads(hosts))
+    assert len(ran_on) >= 2 and ran_on <= {"head", "w1", "w2"}, ran_on
+    for host in ran_on:
+        assert lab.hosts.run(host, "ls ~/.cache/mtl-tune/synthetic").stdout.strip(), host
