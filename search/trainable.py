@@ -41,6 +41,18 @@ def _actor_start_s() -> float:
         return float("nan")
 
 
+def _artifact_dir() -> str:
+    """Where a trial's own files go, to reach the storage with its results (SyncConfig(sync_artifacts=True)): Tune's
+    trial working directory, which Tune makes the trainable's working directory (unless RAY_CHDIR_TO_TRIAL_DIR=0).
+    Not get_trial_dir(): that is the driver's staging folder, which exists on the head node only - on a worker
+    node of a real cluster every trial failed writing there."""
+    if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
+        return os.getcwd()
+    path = tune.get_context().get_trial_dir()
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | None = None) -> None:
     """Function trainable: config in (variant, seed, sampled keys), `tune.report` out every epoch with a
     checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged". `shared`: decoded
@@ -56,7 +68,7 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
     cpus = max(int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)), 1)
     cfg = cfg.replace(device="cuda" if gpus > 0 else "cpu", cpu_threads=cfg.cpu_threads or cpus)
     # The resolved config, next to Tune's params.json: what analysis and exports rebuild the model from.
-    with open(f"{tune.get_context().get_trial_dir()}/{TRIAL_CONFIG_FILE}", "w") as f:
+    with open(f"{_artifact_dir()}/{TRIAL_CONFIG_FILE}", "w") as f:
         yaml.safe_dump({"variant": config["variant"], **cfg.to_flat()}, f, sort_keys=False)
     # the ablated values ride along with every result, so Tune's progress table can show them
     tags = {"variant": config["variant"], "seed": cfg.seed,

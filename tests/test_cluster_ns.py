@@ -8,6 +8,7 @@ One cluster for the module; root, tini, sshd and rsync needed (`.ci/run` install
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -31,8 +32,9 @@ def lab():
         lab.dashboard()
         yield lab
     finally:
-        lab.down()
-        lab.destroy()
+        if not os.environ.get("MTL_TUNE_KEEP_LAB"):  # debugging: keep the hosts (clean up with lab.destroy())
+            lab.down()
+            lab.destroy()
         print(f"\ncluster timings (s): {json.dumps(lab.timings)}")
 
 
