@@ -116,11 +116,22 @@ class NsHosts:
         host = Host(name, ip, netns, outer, home)
         self.hosts[name] = host  # from here on destroy() cleans it up
         self._sshd_files(host)
+        self._boot(host)
+
+    def _boot(self, host: Host) -> None:
+        """PID 1 of the host (tini) in fresh PID, mount and UTS namespaces inside its network namespace."""
+        log = self.root / host.name / "init.log"
         host.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
-             "--kill-child", "tini", "-s", "-g", "--", "/bin/sh", str(self.root / name / "etc" / "init.sh")],
-            stdout=open(self.root / name / "init.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        host.pid = self._init_pid(host.proc.pid, self.root / name / "init.log")
+            ["ip", "netns", "exec", host.netns, "unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
+             "--kill-child", "tini", "-s", "-g", "--", "/bin/sh", str(self.root / host.name / "etc" / "init.sh")],
+            stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+        host.pid = self._init_pid(host.proc.pid, log)
+
+    def restart(self, name: str) -> None:
+        """The machine comes back after a crash: same address, same disk (HOME, /tmp), no processes but sshd."""
+        host = self.hosts[name]
+        self._boot(host)
+        self._wait_ssh(host)
 
     def _sshd_files(self, host: Host) -> None:
         etc = self.root / host.name / "etc"

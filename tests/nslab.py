@@ -128,6 +128,40 @@ class Lab:
                            f"--runtime-env-json '{runtime}' -- python run_search.py {argv}", timeout=timeout,
                            check=check, env={"RAY_AUTH_MODE": "token"})
 
+    def submit_async(self, argv: str) -> str:
+        """`ray job submit --no-wait`; returns the job's id."""
+        runtime = json.dumps({"env_vars": {**AWS, "AWS_ENDPOINT_URL": self.endpoint, **HEALTH}})
+        out = self.laptop(f"ray job submit --no-wait --address http://127.0.0.1:8265 --working-dir . "
+                          f"--runtime-env-json '{runtime}' -- python run_search.py {argv}",
+                          env={"RAY_AUTH_MODE": "token"})
+        return re.search(r"raysubmit_\w+", out.stdout + out.stderr).group(0)
+
+    def job_status(self, job: str) -> str:
+        out = self.laptop(f"ray job status --address http://127.0.0.1:8265 {job}", check=False,
+                          env={"RAY_AUTH_MODE": "token"}, timeout=60)
+        found = re.search(r"status for job '\w+': .*?(PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED)",
+                          out.stdout + out.stderr, re.I | re.S)
+        return found.group(1) if found else "UNKNOWN"
+
+    def job_logs(self, job: str) -> str:
+        return self.laptop(f"ray job logs --address http://127.0.0.1:8265 {job}", check=False,
+                           env={"RAY_AUTH_MODE": "token"}, timeout=60).stdout
+
+    def watch_nodes(self) -> Path:
+        """A process on the head writing the alive nodes' addresses every 0.5 s (with times) to a file."""
+        code = ("import ray, json, time\nray.init(address='auto', logging_level='ERROR')\nwhile True:\n"
+                "    alive = sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive'])\n"
+                "    print(json.dumps([time.time(), alive]), flush=True)\n    time.sleep(0.5)\n")
+        (self.root / "head" / "tmp" / "watch_nodes.py").write_text(code)
+        env = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "RAY_AUTH_MODE": "token", **HEALTH}
+        self.procs.append(self.hosts.popen("head", "python /tmp/watch_nodes.py > /tmp/nodes.jsonl 2>/tmp/watch.err",
+                                           self.root / "watch.log", env=env))
+        return self.root / "head" / "tmp" / "nodes.jsonl"
+
+    def running_on(self, host: str) -> bool:
+        """Whether a trial runs on the host now (Tune's trial actors are named after the trainable)."""
+        return "ImplicitFunc" in self.hosts.run(host, "ps ax -o args", check=False).stdout
+
     def down(self) -> None:
         self.laptop(f"ray down -y {self.config}", timeout=300, check=False)
 

@@ -100,3 +100,21 @@ def test_mps_is_an_off_by_default_worker_option_that_starts_the_daemon_when_on(r
         (tmp_path / "calls").write_text("")
         subprocess.run(["bash", "-c", line.replace("MPS=off", f"MPS={toggle}")], env=env, check=True)
         assert (tmp_path / "calls").read_text().splitlines() == calls
+
+
+def test_onprem_config_validates_and_shares_the_aws_setup():
+    onprem = yaml.safe_load((CLUSTER.parent / "onprem.yaml").read_text())
+    prepared = prepare_config(copy.deepcopy(onprem))
+    validate_config(prepared)
+    assert onprem["provider"]["type"] == "local" and len(onprem["provider"]["worker_ips"]) == 2
+    aws = yaml.safe_load(CLUSTER.read_text())
+    for key in ("file_mounts", "rsync_exclude", "setup_commands"):
+        assert onprem[key] == aws[key], key
+    assert [c for c in onprem["worker_start_ray_commands"] if "MPS" in c] == \
+        [c for c in aws["worker_start_ray_commands"] if "MPS" in c]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = onprem[key][-1]
+        assert "RAY_AUTH_MODE=token" in start  # the token file is mounted on every node
+        for flag in ("--num-cpus=", "--num-gpus=", "--memory=", "--object-store-memory="):  # explicit resources
+            assert flag in start, (key, flag)
+    assert "--dashboard-host=127.0.0.1" in onprem["head_start_ray_commands"][-1]
