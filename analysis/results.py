@@ -147,6 +147,22 @@ def _trial_config(storage: Storage, trial) -> dict[str, Any] | None:
     return yaml.safe_load(storage.read_text(path))
 
 
+def _rebuilt_config(trial, record: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial that reported results but whose trial_config.yaml never reached the storage (on a cluster, a
+    trial retried on another node after its first node died can finish before its files are synced): its config
+    is rebuilt from the record as the trainable resolved it, so its results are not dropped."""
+    if not trial.last_result:
+        return None  # never started
+    from mtl.config import TrialConfig
+
+    overrides = next((r["overrides"] for r in record["rows"] if r["name"] == trial.config.get("variant")), None)
+    if overrides is None:
+        return None
+    sampled = {k: v for k, v in trial.config.items() if k not in ("variant", "seed")}
+    values = {**record.get("defaults", {}), **overrides, **sampled, "seed": trial.config.get("seed")}
+    return {"variant": trial.config.get("variant"), **TrialConfig.from_dict(values).to_flat()}
+
+
 def _clean_history(history: pd.DataFrame) -> pd.DataFrame:
     # a trial stopped for a full storage reported one row without an epoch of its own: not part of its curve
     history = history[history["status"] != "storage_full"] if "status" in history else history
@@ -173,7 +189,8 @@ def _load_finished(storage: Storage, path: str, record: dict[str, Any], frame: p
     own = frame[frame["extended_from"].isna()] if "extended_from" in frame else frame
     for trial_id, folder in zip(own["trial_id"], own["trial_dir"], strict=True):
         base = f"{path}/{folder}"
-        configs[trial_id] = yaml.load(storage.read_text(f"{base}/{TRIAL_CONFIG_FILE}"), Loader=loader)
+        if storage.exists(f"{base}/{TRIAL_CONFIG_FILE}"):  # see _rebuilt_config: the frame has the config columns
+            configs[trial_id] = yaml.load(storage.read_text(f"{base}/{TRIAL_CONFIG_FILE}"), Loader=loader)
         if storage.exists(f"{base}/progress.csv"):
             histories[trial_id] = _clean_history(pd.read_csv(io.BytesIO(storage.read_bytes(f"{base}/progress.csv"))))
     return ExperimentResults(storage.display(path), record, frame, histories, configs, False, storage)
@@ -193,7 +210,7 @@ def load_results(uri: str) -> ExperimentResults:
     histories = {t: _clean_history(h) for t, h in ea.trial_dataframes.items()}
     rows, configs, unfinished = [], {}, 0
     for trial in ea.trials:
-        config = _trial_config(storage, trial)
+        config = _trial_config(storage, trial) or _rebuilt_config(trial, record)
         unfinished += trial.status not in ("TERMINATED", "ERROR")
         if config is not None:
             configs[trial.trial_id] = config

@@ -139,9 +139,12 @@ class Lab:
     def job_status(self, job: str) -> str:
         out = self.laptop(f"ray job status --address http://127.0.0.1:8265 {job}", check=False,
                           env={"RAY_AUTH_MODE": "token"}, timeout=60)
-        found = re.search(r"status for job '\w+': .*?(PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED)",
-                          out.stdout + out.stderr, re.I | re.S)
-        return found.group(1) if found else "UNKNOWN"
+        text = out.stdout + out.stderr
+        ended = re.search(r"Job '\w+' (succeeded|failed|stopped)", text)
+        if ended:
+            return ended.group(1).upper()
+        found = re.search(r"status for job '\w+': .*?(PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED)", text, re.I | re.S)
+        return found.group(1).upper() if found else "UNKNOWN"
 
     def job_logs(self, job: str) -> str:
         return self.laptop(f"ray job logs --address http://127.0.0.1:8265 {job}", check=False,

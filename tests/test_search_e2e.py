@@ -70,6 +70,14 @@ variants:
     assert all(c["loss_weights"] == [0.5, 0.5] and c["image_size"] == [32, 64] for c in logged)
     assert all(c["cli_set"] == {"weight_decay": 5e-4} and c["weight_decay"] == 5e-4 for c in logged)
     assert {c["optimizer"] for c in logged} == {"adam", "sgd"}
+    # a trial whose trial_config.yaml never reached the storage (on a cluster: retried on another node that died
+    # before syncing) keeps its row: its config is rebuilt from the record
+    from analysis.results import load_results
+
+    (exp_dir / df.loc[df["variant"] == "steady", "trial_dir"].iloc[0] / "trial_config.yaml").unlink()
+    (exp_dir / "results.parquet").unlink()  # the Tune path, as while a search runs
+    rebuilt = load_results(str(exp_dir)).frame
+    assert len(rebuilt) == 2 and rebuilt.set_index("variant").loc["steady", "config/optimizer"] == "adam"
 
 
 def test_tensorboard_reads_every_reported_metric_at_every_epoch(ray_local, tmp_path, capsys):
