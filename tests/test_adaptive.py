@@ -132,3 +132,28 @@ def test_budget_flag():
 def test_paired_diffs_skip_missing_and_failed_seeds():
     values = {"a": {0: 1.0, 1: 2.0, 2: math.nan, 3: 4.0}, BASE: {0: 0.5, 2: 1.0, 3: 1.0}}
     assert paired_diffs(values, "a", BASE, [0, 1, 2, 3]) == [0.5, 3.0]
+
+
+def test_plan_from_a_pilot(tmp_path):
+    """--dry-run --plan-from: power, expected seeds and cost of the design, from a pilot's per-trial results."""
+    import pandas as pd
+
+    from search.cli import _experiment, parse_args
+    from search.plan import plan
+
+    rng = np.random.default_rng(2)
+    rows = [{"variant": v, "seed": s, "status": "completed", "train_time_s": 90.0,
+             "multitask": 10 + mu + rng.normal(0, 0.5) + s} for v, mu in (("L2", 0), ("L1", 3), ("berHu", 0.2))
+            for s in range(3)]
+    pilot = tmp_path / "pilot"
+    pilot.mkdir()
+    pd.DataFrame(rows).to_parquet(pilot / "results.parquet")
+    (pilot / "mtl_experiment.json").write_text(json.dumps({"name": "pilot"}))
+    args = parse_args(["ablations/depth_loss.yaml", "--seeds", "first=3,max=8", "--compare", "L1 vs L2",
+                       "--compare", "berHu vs L2"])
+    text = plan(_experiment(args), str(pilot))
+    assert "plan from 9 pilot trial(s): design first 3, max 8" in text and "0.05 / 2" in text
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if " vs L2" in line}
+    assert "| 1.00 " in lines["L1 vs L2"] or "| 0.9" in lines["L1 vs L2"]  # a large effect: high power
+    assert "> 40" in lines["berHu vs L2"] or int(lines["berHu vs L2"].split("|")[-2]) > 8  # a small one: more seeds
+    assert "trial-hours" in text and "optimistic" in text
