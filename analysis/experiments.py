@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class SavedExperiment:
 
     def command(self) -> str:
         argv = self.record.get("argv") or ["run_search.py", self.record.get("spec_path", "?")]
-        return "python " + " ".join(str(a) for a in argv)
+        return "python " + shlex.join(str(a) for a in argv)
 
     def completed(self, variant: str) -> pd.DataFrame:
         f = self.frame

@@ -4,6 +4,7 @@ and Δm (analysis/findings.py decides the verdicts)."""
 from __future__ import annotations
 
 import math
+import shlex
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
             if exp.record.get("adaptive") else str(len(exp.record.get("seeds", [])))
         command = f"`{exp.command()}`"
         if extends:  # the first run's command and time, then the extension's
-            first = "python " + " ".join(str(a) for a in extends.get("argv") or [])
+            first = "python " + shlex.join(str(a) for a in extends.get("argv") or [])
             command = f"`{first}`, then extended: {command}"
             wall = f"{_minutes(extends.get('wall_s'))} + {_minutes(wall)}"
         lines.append(f"| {name} | {len(exp.frame)} | {seeds} | {wall if extends else _minutes(wall)} | {command} |")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -218,7 +219,7 @@ def _fit(tuner: tune.Tuner):
 
 def _resume_command(args: argparse.Namespace) -> str:
     argv = list(getattr(args, "argv", []))
-    return "python run_search.py " + " ".join(argv + ([] if "--resume" in argv else ["--resume"]))
+    return "python run_search.py " + shlex.join(argv + ([] if "--resume" in argv else ["--resume"]))
 
 
 def _estimate(exp: Experiment, args: argparse.Namespace) -> tuple[float | None, str]:

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -119,7 +120,7 @@ def scratch_command(exp: Experiment, argv: list[str]) -> str:
     if "pretrained" in exp.ablated:
         return f"{exp.path} compares pretrained weights, so it cannot run from scratch"
     words = [w for w in argv if w != "--dry-run"]
-    return "run it from scratch with: python run_search.py " + " ".join([*words, "--set", "pretrained=false"])
+    return "run it from scratch with: python run_search.py " + shlex.join([*words, "--set", "pretrained=false"])
 
 
 def ensure_weights(exp: Experiment, argv: list[str]) -> None:
