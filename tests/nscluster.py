@@ -143,15 +143,30 @@ class NsHosts:
             "AuthorizedKeysFile /root/.ssh/authorized_keys\nAcceptEnv RAY_*\nX11Forwarding no\n"
             "AllowTcpForwarding yes\nPermitUserEnvironment no\nSubsystem sftp internal-sftp\n")
         # the host's private mounts, then sshd as tini's child: a private /tmp, HOME, /dev/shm and results
+        hold, back = self._keep_under_tmp(host)
         (etc / "init.sh").write_text(
-            "set -e\nmount --make-rprivate /\n"
-            f"mount --bind {self.root / host.name / 'tmp'} /tmp\nchmod 1777 /tmp\n"
+            "set -e\nmount --make-rprivate /\n" + hold +
+            f"mount --bind {self.root / host.name / 'tmp'} /tmp\nchmod 1777 /tmp\n" + back +
             f"mount -t tmpfs -o size={SHM_MB}m tmpfs /dev/shm\n"
             + self._keep_interpreter(host) +
             f"mount --rbind {host.home} /root\nchmod 700 /root\n"
             "mkdir -p /run/sshd\n"
             f"hostname {host.name}\n"
             f"exec /usr/sbin/sshd -D -e -f {etc / 'sshd_config'}\n")
+
+    def _keep_under_tmp(self, host: Host) -> tuple[str, str]:
+        """This checkout and its virtual environment may live under /tmp (a CI clone): the host's private /tmp
+        would hide them, so they are held aside and bound back into it (as a lab image would have them)."""
+        wanted = sorted({p for p in (Path(sys.prefix).resolve(), Path(__file__).resolve().parents[1])
+                         if p.is_relative_to("/tmp")})
+        keep = [p for p in wanted if not any(p != q and p.is_relative_to(q) for q in wanted)]
+        hold = back = ""
+        for i, path in enumerate(keep):
+            aside = self.root / host.name / f"keep{i}"
+            aside.mkdir(exist_ok=True)
+            hold += f"mount --bind {path} {aside}\n"
+            back += f"mkdir -p {path}\nmount --bind {aside} {path}\n"
+        return hold, back
 
     @staticmethod
     def _keep_interpreter(host: Host) -> str:

@@ -85,7 +85,7 @@ class Lab:
 
     def up(self) -> None:
         self.hosts.give_key("laptop")
-        self.laptop("ray get-auth-token --generate >/dev/null")
+        self.laptop("test -f ~/.ray/auth_token || ray get-auth-token --generate >/dev/null")
         self.laptop(f"ray up -y --no-config-cache {self.config}", timeout=900, env=LAUNCHER)
 
     def head(self, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -97,11 +97,13 @@ class Lab:
         code = ("import ray, json; ray.init(address='auto', logging_level='ERROR'); "
                 "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))")
         out = self.head(f"python -c \"{code}\"", check=False)
-        try:
-            return json.loads(out.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            print(f"alive nodes: {out.stdout[-500:]} {out.stderr[-1500:]}", flush=True)
-            return []
+        for line in reversed(out.stdout.splitlines()):  # Ray may print notices after it
+            if line.startswith("["):
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue
+        return []
 
     def wait_nodes(self, count: int, timeout: float = 300) -> float:
         started = time.monotonic()

@@ -161,3 +161,45 @@ def _fault_table(events: dict, timeline, lab) -> str:
         "print(sum(1 for i in s3.get_file_info(sel) if i.base_name == 'error.txt'))\"",
         env={**AWS, "AWS_ENDPOINT_URL": lab.endpoint}).stdout.strip().splitlines()[-1]
     return "\n".join([*rows, "", f"trials retried from their last checkpoint: {retried}; results lost: 0"])
+
+
+def test_head_loss_then_a_new_cluster_resumes_the_search(lab):
+    """The head dies with the search's driver: start the cluster again (`ray up`) and submit the same search
+    with --resume as a new job; finished trials are kept (their results are in S3), the others continue."""
+    argv = f"{SEARCH} --set epochs=6 --storage s3://{BUCKET}/headloss --name headloss"
+    lab.submit_async(argv)
+    deadline = time.monotonic() + 600
+    while _finished_in_s3(lab, "headloss") < 2:  # some trials done, others running
+        assert time.monotonic() < deadline, "no trial finished"
+        time.sleep(2)
+    before = _finished_in_s3(lab, "headloss")
+    lost = time.monotonic()
+    lab.hosts.kill("head")
+    lab.hosts.restart("head")
+    lab.up()
+    lab.timings["head lost -> cluster up again"] = round(time.monotonic() - lost, 1)
+    lab.wait_nodes(3)
+    lab.timings["head lost -> 3 nodes alive"] = round(time.monotonic() - lost, 1)
+    lab.dashboard()  # the old tunnel ended with the head's sshd
+    out = lab.submit(f"{argv} --resume")
+    lab.timings["resumed job"] = round(time.monotonic() - lost, 1)
+    assert "succeeded" in out.stdout, out.stdout[-3000:]
+    lab.laptop(f"python -m analysis.report s3://{BUCKET}/headloss/headloss --out /tmp/headloss --formats md",
+               env={**AWS, "AWS_ENDPOINT_URL": lab.endpoint})
+    table = lab.hosts.run("laptop", "cat /tmp/headloss/table.md").stdout
+    assert table.count("1/1 completed") == 5, table  # every row: nothing lost
+    assert before >= 2
+
+
+def _finished_in_s3(lab, name: str) -> int:
+    """Trials of the experiment whose last result in S3 says completed."""
+    code = ("import pyarrow.fs as fs, json; s3 = fs.S3FileSystem(endpoint_override='" + lab.endpoint + "'); "
+            f"sel = fs.FileSelector('{BUCKET}/headloss/{name}', recursive=True, allow_not_found=True); "
+            "names = [i.path for i in s3.get_file_info(sel) if i.base_name == 'result.json']; "
+            "print(sum(json.loads(s3.open_input_stream(n).read().splitlines()[-1]).get('status') == 'completed' "
+            "for n in names))")
+    out = lab.laptop(f"python -c \"{code}\"", env={**AWS, "AWS_ENDPOINT_URL": lab.endpoint}, check=False)
+    try:
+        return int(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return 0
