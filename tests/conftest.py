@@ -129,7 +129,8 @@ def start_driver(spec: Path, storage: Path, address: str):
     import sys
 
     cmd = [sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke", "--storage", str(storage),
-           "--no-dashboard", "--no-report", "--address", address]
+           "--no-dashboard", "--no-report", "--address", address,
+           "--storage-shared"]  # ray.cluster_utils.Cluster's nodes share this machine's disk
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
