@@ -141,7 +141,7 @@ def test_faults_lose_no_finished_result(lab):
     assert status == "SUCCEEDED", logs[-4000:]
     table = _fault_table(events, _timeline(watch), lab)
     print("\n" + table)
-    (lab.root.parent / "mtl-tune-fault-table.md").write_text(table)  # kept after the hosts are gone
+    (lab.root / "fault-table.md").write_text(table)  # printed above; removed with the hosts
     report = lab.laptop(f"python -m analysis.report s3://{BUCKET}/faults/faults --out /tmp/faults --formats md",
                         env={**AWS, "AWS_ENDPOINT_URL": lab.endpoint})
     assert report.returncode == 0
