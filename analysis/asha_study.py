@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.experiments import SavedExperiment
-from analysis.stats import ALPHA, compare
+from core.saved import SavedExperiment
+from stats.inference import ALPHA, compare
 
 GOAL = 0.35
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from analysis.predict import trial_model
-from analysis.results import ExperimentResults, load_results
+from core.results import ExperimentResults, load_results
 from mtl.data.datasets import open_dataset
 from mtl.data.depth_units import DepthUnit
 from mtl.data.loading import dataset_root
@@ -79,7 +79,7 @@ def upload(archive: Path, target: str) -> tuple[str, str, str]:
     from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
 
-    from search.s3check import s3_client
+    from core.storage import s3_client
 
     bucket, _, prefix = target.removeprefix("s3://").partition("/")
     key = f"{prefix.rstrip('/')}/{archive.name}" if prefix else archive.name

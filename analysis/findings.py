@@ -3,7 +3,7 @@
     python -m analysis.findings EXPERIMENT_DIR... [--out docs/findings.md] [--copy docs/findings]
                                 [--intro FILE] [--outro FILE]
 
-Each EXPERIMENT_DIR (local or s3://) needs only its saved artifacts (`analysis.experiments`), so the folders
+Each EXPERIMENT_DIR (local or s3://) needs only its saved artifacts (`core.saved`), so the folders
 under docs/findings/ rebuild the page as well as the original runs do. One row per course finding: the course's
 claim, our Δ with its 95 % CI and paired p (Holm-adjusted across the page), and a verdict - reproduced,
 contradicted, or unresolved (with the seeds that would resolve it) - plus the run's command and wall time.
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.asha_study import asha_study, study_markdown
-from analysis.experiments import SavedExperiment, copy_artifacts, read_saved
 from analysis.findings_page import delta_m_section, footnote, looks_markdown, markdown_table, runs_markdown
-from analysis.planning import seeds_for_power
-from analysis.sequential import pair_test
-from analysis.stats import ALPHA, axis_trends, holm, seeds_needed
+from core.saved import SavedExperiment, copy_artifacts, read_saved
+from stats.inference import ALPHA, axis_trends, holm, seeds_needed
+from stats.planning import seeds_for_power
+from stats.sequential import pair_test
 
 NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
 SCRATCH_NOTE = "from scratch (--set pretrained=false)"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
-from analysis.experiments import SavedExperiment
-from analysis.stats import ALPHA
+from core.saved import SavedExperiment
+from stats.inference import ALPHA
 
 
 def _delta(r: dict, prefix: str = "") -> str:
@@ -97,7 +97,7 @@ def footnote(table: pd.DataFrame) -> str:
                 "Rows whose seeds the adaptive design added (n marked *adaptive*) use the group-sequential paired t "
                 "fixed before the first trial: looks at every seed count from `first` to `max`, O'Brien–Fleming "
                 "shape; their p is the *repeated* p-value and their interval the repeated 95 % interval, both valid "
-                "whatever decided when to stop adding seeds (analysis/sequential.py). " if sequential else "") +
+                "whatever decided when to stop adding seeds (stats/sequential.py). " if sequential else "") +
             f"**The Holm family is {family} tests**: the {family - equivalence} rows tested on multitask (every row "
             "with results except the 'diverges' row, which is judged on its trials' status)" +
             (f" and {equivalence} equivalence test(s) (TOST within the spec's declared margin, for '≈' claims)"

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from analysis.results import ExperimentResults
 from analysis.tables import LABELS
+from core.results import ExperimentResults
 
 CURVES = ("multitask", "semseg_miou", "depth_silog")
 
@@ -99,7 +99,7 @@ def scatter(frame: pd.DataFrame, path: Path) -> Path | None:
 
 def trends(frame: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
     """Each trial's metric against each ordered numeric axis, with the OLS fit and its 95 % CI in the legend."""
-    from analysis.stats import numeric_axis
+    from stats.inference import numeric_axis
 
     if fits.empty or "slope" not in fits:
         return None

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from analysis.predict import trial_model
-from analysis.results import ExperimentResults, load_results
 from analysis.tables import ablation_stats, display_table, stats_footnote
+from core.results import ExperimentResults, load_results
 from mtl.data.loading import build_data, make_loader
 from mtl.engine import Runtime, evaluate
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from ray.tune import Checkpoint
 
-from analysis.results import ExperimentResults
+from core.results import ExperimentResults
 from mtl.checkpoint import best_weights, load_checkpoint
 from mtl.config import TrialConfig
 from mtl.data.labels import colorize

@@ -22,10 +22,7 @@ import yaml
 
 from analysis import plots
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
-from analysis.experiments import read_saved
-from analysis.results import RESULTS_FILE, ExperimentResults, load_results, storage_use
 from analysis.search_plots import search_section
-from analysis.stats import axis_trends
 from analysis.tables import (
     DEFAULT_COLUMNS,
     TESTED,
@@ -37,6 +34,10 @@ from analysis.tables import (
     trend_lines,
     wandb_sheet,
 )
+from core.layout import RESULTS_FILE
+from core.results import ExperimentResults, load_results, storage_use
+from core.saved import read_saved
+from stats.inference import axis_trends
 
 FORMATS = ("md", "tex", "csv", "parquet", "html")
 SEARCH_ROWS = 25  # rows of a sampled search's table: its best trials

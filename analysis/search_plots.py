@@ -23,7 +23,7 @@ import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from analysis.results import ExperimentResults
+from core.results import ExperimentResults
 
 
 def distributions(space: dict) -> dict:
@@ -31,7 +31,7 @@ def distributions(space: dict) -> dict:
     by Tune's own OptunaSearch, so importance sees exactly what the search sampled from."""
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tuning import sampler
+    from core.spaces import sampler
 
     return OptunaSearch.convert_search_space({key: sampler(spec) for key, spec in space.items()})
 

@@ -2,7 +2,7 @@
 
 Per metric: mean, std, n and a 95 % confidence interval from the t-distribution over the seeds
 that completed. The difference to the baseline row gets a paired t-test when every seed pairs up
-and Welch's t-test otherwise (`analysis.stats`), Holm–Bonferroni across the table's variants; an
+and Welch's t-test otherwise (`stats.inference`), Holm–Bonferroni across the table's variants; an
 adjusted p >= 0.05 is marked as within noise, with the seeds that would give 80 % power. Diverged,
 errored and stopped-early trials are listed in the status column and never averaged in.
 """
@@ -17,9 +17,9 @@ import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
-from analysis.planning import seeds_for_power
-from analysis.sequential import pair_test
-from analysis.stats import compare, holm, seeds_needed
+from stats.inference import compare, holm, seeds_needed
+from stats.planning import seeds_for_power
+from stats.sequential import pair_test
 
 DEFAULT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "parameters", "peak_memory_mb", "train_time_s")
 LABELS = {"multitask": "Multitask", "semseg_miou": "mIoU", "depth_silog": "SI-logRMSE", "depth_abs_rel": "AbsRel",
@@ -240,7 +240,7 @@ def wandb_sheet(frame: pd.DataFrame, ablated: list[str]) -> pd.DataFrame:
 def time_split(frame: pd.DataFrame) -> str:
     """Where the trials' time went (mean over trials that report it): start-up, data, train steps, eval,
     checkpoints, other, as seconds and shares of the trial's own wall time; Tune's trial time beside it."""
-    from analysis.results import TIME_PARTS
+    from core.results import TIME_PARTS
 
     cols = [f"time_{p}_s" for p in TIME_PARTS]
     done = frame.dropna(subset=[c for c in (*cols, "time_wall_s") if c in frame]) if "time_wall_s" in frame \

@@ -41,7 +41,7 @@ def outside(cfg: TrialConfig) -> list[float]:
 def inside(profile: str, threads: int, tmp: Path, sets: list[str]) -> list[float]:
     import pandas as pd
 
-    from search.cli import main
+    from app.cli import main
 
     extra = [w for s in sets for w in ("--set", s)]
     code = main([str(_spec(tmp, threads)), "--storage", str(tmp / "results"), "--no-dashboard", "--no-report",

@@ -1,7 +1,7 @@
 """Adaptive seeds as a Ray Tune `Searcher`: seeds go where a comparison is not settled yet.
 
 Round 1 runs every compared row on the design's `first` seeds. At the end of each round (a *look*) every
-comparison "ROW vs REFERENCE" is judged by the group-sequential paired test of `analysis.sequential` on the
+comparison "ROW vs REFERENCE" is judged by the group-sequential paired test of `stats.sequential` on the
 per-seed differences (seeds both rows have, in seed order): settled (Holm-adjusted repeated p < 0.05), futile, or
 at `max`. Each open comparison then gets its next seed on both rows (so pairs stay complete), until none is open,
 or the run's budget (trials or trial-hours) is spent; then `suggest` answers `Searcher.FINISHED`. The repeated
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from analysis.sequential import sequential_table, settled
-from search.record import LOOKS_FILE
+from core.layout import LOOKS_FILE
+from stats.sequential import sequential_table, settled
 
 Cell = tuple[str, int]  # (row, seed)
 

@@ -14,6 +14,7 @@ from search.dryrun import budget, trial_table
 from search.plan import plan
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
+from search.reporting import Reporting
 from search.spec import SeedsBlock, SpecError, check_metric, checkpoints_flag, scheduler_flag, seeds_flag
 from search.trials import Experiment, check_grace_period, load_experiment, with_seeds
 
@@ -115,7 +116,8 @@ def _dry_run(exp: Experiment, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, reporting: Reporting | None = None) -> int:
+    """Validate, then run. `reporting` (app.cli gives analysis/'s tables and report) is what the end prints."""
     args = parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])  # for commands we suggest
     try:
@@ -141,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(LOOPBACK_ENV, "0")
     from search.driver import run  # imports Ray: not needed for validation or dry runs
 
-    return run(exp, args, storage)
+    return run(exp, args, storage, reporting)

@@ -16,8 +16,9 @@ import ray
 from ray import tune
 from ray._private import ray_constants
 
-from analysis.results import load_results, parquet_bytes
-from analysis.tables import compact_table, time_split
+from core.layout import EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, SCHEDULER_STATE
+from core.results import load_results, parquet_bytes
+from core.storage import Storage, free_bytes, megabytes
 from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
@@ -28,18 +29,13 @@ from search.record import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_STORAGE_FULL,
-    EXTENDED_FILE,
-    RECORD_FILE,
-    RESULTS_FILE,
     experiment_record,
     finished_record,
     with_estimate,
 )
+from search.reporting import Reporting
 from search.retention import CheckpointRetention, storage_full_reason
-from search.storage import Storage, free_bytes, megabytes
 from search.trials import Experiment
-
-SCHEDULER_STATE = "seed_asha_state.json"  # seed-aware ASHA's rungs, read back by `--resume`
 
 
 def _init_ray(args: argparse.Namespace) -> str | None:
@@ -246,7 +242,8 @@ def _storage_full(reason: str, storage: Storage, exp_path: str, args: argparse.N
     return EXIT_STORAGE_FULL
 
 
-def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
+def run(exp: Experiment, args: argparse.Namespace, storage: Storage, reporting: Reporting | None = None) -> int:
+    reporting = reporting or Reporting()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
     # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -281,8 +278,8 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
         print(f"error: cannot read the results back from {storage.display(exp_path)} ({e}); finished trials are "
               f"kept there: when it is reachable again, continue with: {_resume_command(args)}", flush=True)
         return 1
-    print(compact_table(results.frame))
-    print(time_split(results.frame))
+    if reporting.summary is not None:
+        print(reporting.summary(results.frame))
     print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
     if interrupted:
         print(f"interrupted: finished trials are kept; continue with: {_resume_command(args)}", flush=True)
@@ -291,10 +288,8 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage) -> int:
     if errored:
         print(f"{errored} trial(s) ended in error (see the status column); retry them from their last "
               f"checkpoints with: {_resume_command(args)}", flush=True)
-    if args.report:
-        from analysis.report import build_report
-
-        print(f"report: {build_report(storage.display(exp_path))}")
+    if args.report and reporting.report is not None:
+        print(f"report: {reporting.report(storage.display(exp_path))}")
     posthoc = exp.spec.report.posthoc_tta
     if posthoc:
         print(f"post-hoc: python -m analysis.posthoc {storage.display(exp_path)} --tta {','.join(posthoc)} "

@@ -15,10 +15,10 @@ import math
 
 import pandas as pd
 
-from analysis.experiments import SavedExperiment, read_saved
+from core.saved import SavedExperiment, read_saved
+from core.storage import Storage, split_experiment_uri
 from search.record import experiment_record
 from search.spec import SpecError
-from search.storage import Storage, split_experiment_uri
 from search.trials import Experiment
 
 SAME_DESIGN = ("profile", "defaults", "set", "rows", "metric")

@@ -14,11 +14,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.experiments import read_saved
-from analysis.planning import design_power, seeds_for_power
-from analysis.stats import ALPHA
+from core.saved import read_saved
 from search.spec import SeedsBlock, SpecError
 from search.trials import Experiment
+from stats.inference import ALPHA
+from stats.planning import design_power, seeds_for_power
 
 
 def paired_by_seed(completed: pd.DataFrame, row: str, reference: str, metric: str) -> list[float]:

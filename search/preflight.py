@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from core.layout import RECORD_FILE, RESULTS_FILE
+from core.storage import STORAGE_SCHEMES, Storage, open_storage
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import DatasetError, open_dataset
 from mtl.models.encoder import PretrainedWeightsError, cached_weights, fetch_weights
 from search.extend import check_adaptive_flags
 from search.record import design_changes
 from search.spec import SpecError
-from search.storage import STORAGE_SCHEMES, Storage, open_storage
 from search.trials import Experiment
 
 SPLITS = ("train", "val", "test")
@@ -189,7 +190,7 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
     check_data(exp)
     ensure_weights(exp, args.argv)
     reference = exp.spec.report.single_task
-    if reference and "://" not in reference and not (Path(reference) / "results.parquet").is_file():
+    if reference and "://" not in reference and not (Path(reference) / RESULTS_FILE).is_file():
         print(f"warning: {exp.path}: key 'report.single_task': {reference} has no results.parquet yet (run "
               "ablations/single_task.yaml there); the report will have no Δm column until it has", flush=True)
     storage = open_storage(args.storage)
@@ -199,11 +200,11 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
         check_storage(storage)
     else:
         check_local_storage(storage)
-    exists = storage.exists(f"{storage.experiment(exp.name)}/mtl_experiment.json")
+    exists = storage.exists(f"{storage.experiment(exp.name)}/{RECORD_FILE}")
     if args.resume and not exists:
         raise SpecError(f"--resume: no experiment {exp.name!r} under {args.storage}")
     if args.resume:
-        recorded = json.loads(storage.read_text(f"{storage.experiment(exp.name)}/mtl_experiment.json"))
+        recorded = json.loads(storage.read_text(f"{storage.experiment(exp.name)}/{RECORD_FILE}"))
         changes = design_changes(recorded, exp)
         if changes:
             raise SpecError(f"--resume: experiment {exp.name!r} was started with another design; changed: "

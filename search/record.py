@@ -12,10 +12,6 @@ from mtl.config import TrialConfig
 from search.spec import rank_metric
 from search.trials import Experiment
 
-RECORD_FILE = "mtl_experiment.json"
-RESULTS_FILE = "results.parquet"
-EXTENDED_FILE = "extended_results.parquet"  # the trials of the experiment an `--extend` run adds seeds to
-LOOKS_FILE = "seed_looks.json"  # every look of an adaptive-seeds design (search/adaptive.py)
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_STORAGE_FULL = 75  # EX_TEMPFAIL: free space, then --resume

@@ -21,10 +21,11 @@ from typing import Any
 
 from ray import tune
 
-from search.storage import Storage, checkpoint_folders, tree_bytes
+from core.layout import CHECKPOINT_MANIFEST
+from core.storage import Storage, checkpoint_folders, tree_bytes
 from search.trials import Experiment
 
-MANIFEST_FILE = "checkpoints.json"
+MANIFEST_FILE = CHECKPOINT_MANIFEST
 RUNNING_KEEP = 2  # full states a running trial keeps
 STORAGE_FULL = "storage_full"  # the `status` a trial reports when its checkpoint would not fit
 # experiment path -> why its storage ran out. Module-level: `Tuner.restore` runs the callback unpickled from the

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
+from core.storage import Storage, s3_client
 from search.spec import SpecError
-from search.storage import Storage, s3_endpoint
-
-
-def s3_client(config=None):
-    """boto3's S3 client; endpoint (S3-compatible stores), region and credentials from the environment."""
-    import boto3
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-2"
-    # a fresh session: the default one caches credentials from its first use
-    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint(), region_name=region, config=config)
 
 
 def check_storage(storage: Storage) -> None:

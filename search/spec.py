@@ -113,7 +113,7 @@ def checkpoints_flag(text: str, current: CheckpointsBlock) -> CheckpointsBlock:
 
 class SeedsBlock(_Strict):
     """Adaptive seeds (search/adaptive.py): every compared row runs `first` seeds; then, round by round, each
-    comparison not yet settled by the group-sequential test (analysis/sequential.py) gets one more seed on both of
+    comparison not yet settled by the group-sequential test (stats/sequential.py) gets one more seed on both of
     its rows, until all are settled or `max` seeds (or the run's --budget) are reached.
     compare: ["ROW vs REFERENCE", ...]; default: every row against the baseline.
     family: the number of tests the final verdicts are adjusted across, when it is larger than this experiment's

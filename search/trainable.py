@@ -12,12 +12,12 @@ import torch
 import yaml
 from ray import tune
 
-from analysis.results import TRIAL_CONFIG_FILE
+from core.layout import TRIAL_CONFIG_FILE
+from core.storage import checkpoint_folders, free_bytes, is_storage_full, megabytes, tree_bytes
 from mtl.checkpoint import staging_dir, sweep_staging
 from mtl.data.loading import decoded_key
 from mtl.train import train
 from search.retention import STORAGE_FULL
-from search.storage import checkpoint_folders, free_bytes, is_storage_full, megabytes, tree_bytes
 from search.trials import Experiment, format_value
 
 # room left beside the next checkpoint: Tune's own state and results, the finished trials' weights copies

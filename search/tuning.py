@@ -12,6 +12,7 @@ from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialSchedule
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from core.spaces import sampler
 from mtl.config import TrialConfig
 from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
 from search.spec import rank_metric
@@ -20,14 +21,6 @@ from search.trials import Experiment
 
 PROGRESS_METRICS = {"epoch": "epoch", "multitask": "multitask", "semseg_miou": "mIoU", "depth_silog": "SI-log",
                     "status": "result"}
-
-
-def sampler(spec: dict[str, Any]):
-    kind, args = next(iter(spec.items()))
-    if kind == "choice":
-        return tune.choice(args)
-    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,
-            "quniform": tune.quniform}[kind](*args)
 
 
 def param_space(exp: Experiment) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import start_driver, write_spec
 
-from analysis.experiments import copy_artifacts
 from analysis.report import build_report
-from search.cli import main
+from app.cli import main
+from core.saved import copy_artifacts
 
 pytestmark = pytest.mark.slow
 

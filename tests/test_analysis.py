@@ -16,9 +16,9 @@ from PIL import Image
 from scipy import stats
 
 from analysis.report import build_report, main
-from analysis.results import load_results
 from analysis.tables import ablation_stats, display_table, summarize
-from search.cli import main as run_search
+from app.cli import main as run_search
+from core.results import load_results
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,7 @@ def single_task_experiment(ray_local, tmp_path_factory) -> str:
     """A multi-task row and the two single-task rows, 2 seeds, one epoch: the report gains Δm %."""
     from conftest import write_spec
 
-    from search.cli import main as run_search
+    from app.cli import main as run_search
 
     tmp = tmp_path_factory.mktemp("delta_m")
     spec = write_spec(tmp, """
@@ -75,7 +75,7 @@ seeds: 2
 @pytest.mark.slow
 def test_report_gains_delta_m_from_its_own_and_from_a_reference_experiment(single_task_experiment, tmp_path):
     from analysis.report import build_report
-    from analysis.results import load_results
+    from core.results import load_results
 
     res = load_results(single_task_experiment)
     frame = res.frame.set_index(["variant", "seed"])
@@ -106,7 +106,7 @@ def test_report_gains_delta_m_from_its_own_and_from_a_reference_experiment(singl
 
 def test_a_missing_reference_experiment_is_a_note_not_a_crash(tmp_path):
     from analysis.report import delta_m_for
-    from analysis.results import ExperimentResults
+    from core.results import ExperimentResults
 
     frame = _frame(ROWS[:2])
     record = {"spec": {"report": {"single_task": str(tmp_path / "single_task")}}}

@@ -85,17 +85,17 @@ def test_every_documented_command_runs(doc, command, monkeypatch, tmp_path, caps
     if words[1] == "run_search.py" and (REPO / args.spec).is_file() and not (args.resume or args.address or needs_gpu):
         monkeypatch.undo()  # the real command, as a dry run on tiny sizes: the spec, --set and every flag checked
         monkeypatch.chdir(REPO)
-        from search.cli import main
+        from app.cli import main
 
         extra = ["--dry-run", "--probe-steps", "1"] + ([] if args.profile != "auto" else ["--profile", "smoke"])
         assert main([*words[2:], *extra]) == 0, capsys.readouterr().err
 
 
 def test_the_command_reference_is_what_the_parsers_print():
-    from search.reference import reference
+    from app.reference import reference
 
     assert (REPO / "docs" / "reference.md").read_text() == reference(), \
-        "docs/reference.md is stale: python -m search.reference --write docs/reference.md"
+        "docs/reference.md is stale: python -m app.reference --write docs/reference.md"
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")

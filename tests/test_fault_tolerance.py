@@ -20,7 +20,7 @@ from conftest import (
 )
 from ray.tune import ExperimentAnalysis
 
-from search.cli import main
+from app.cli import main
 
 pytestmark = pytest.mark.slow
 

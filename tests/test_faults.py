@@ -8,7 +8,7 @@ import ray
 from conftest import write_spec
 
 from analysis.report import build_report
-from search.cli import main
+from app.cli import main
 from search.trainable import SIMULATE_OOM_ENV
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from analysis.asha_study import asha_study
-from analysis.experiments import SavedExperiment, read_saved
 from analysis.findings import FINDINGS, findings_table, main
 from analysis.findings_page import _extra
+from core.saved import SavedExperiment, read_saved
 
 
 def _record(name: str, scheduler: str = "none", seeds=(0, 1, 2), sets=None, spec_path="ablations/x.yaml", **spec):

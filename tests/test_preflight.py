@@ -7,8 +7,8 @@ import pytest
 from conftest import REPO, write_spec
 from PIL import Image
 
+from app.cli import main
 from mtl.models.encoder import PretrainedWeightsError, _reachable, fetch_weights
-from search.cli import main
 
 TASK_WEIGHTS = str(REPO / "ablations" / "task_weights.yaml")
 

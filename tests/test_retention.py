@@ -11,14 +11,14 @@ import pytest
 import torch
 from conftest import write_spec
 
+from app.cli import main as run_search
+from core.storage import is_storage_full
 from mtl.checkpoint import BEST_WEIGHTS, best_weights, load_checkpoint
 from mtl.config import TrialConfig
 from mtl.profiles import PROFILES
 from mtl.train import train
 from search.cli import _experiment, parse_args
-from search.cli import main as run_search
 from search.retention import keep_rule
-from search.storage import is_storage_full
 
 
 def _copying_report():

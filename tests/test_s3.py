@@ -15,7 +15,7 @@ from conftest import AWS_TEST_ENV, write_spec
 
 from analysis.export import export_best
 from analysis.report import build_report
-from search.cli import main
+from app.cli import main
 
 pytestmark = pytest.mark.slow
 BUCKET = "mtl-tune-test"
@@ -83,8 +83,8 @@ def test_report_reads_back_from_s3(experiment, tmp_path):
 
 
 def test_findings_read_and_copy_an_s3_experiment(s3, experiment, tmp_path):
-    from analysis.experiments import copy_artifacts, read_saved
     from analysis.findings import main as findings_main
+    from core.saved import copy_artifacts, read_saved
 
     uri, _ = experiment
     saved = read_saved(uri)

@@ -109,9 +109,9 @@ def test_a_seed_ahead_of_its_row_waits_until_the_next_rung_and_rows_without_a_sc
 
 
 def test_scheduler_flag_swaps_the_spec_scheduler_before_ray_starts(capsys):
+    from app.cli import main as run_search
     from search import tuning
     from search.cli import _experiment, parse_args
-    from search.cli import main as run_search
 
     spec = "ablations/optimizer_lr.yaml"
     per_trial = _experiment(parse_args([spec, "--seeds", "2", "--scheduler", "asha,grace_period=1,seed_aware=false"]))

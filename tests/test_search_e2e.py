@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from analysis.report import build_report
-from search.cli import main
+from app.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ variants:
     assert {c["optimizer"] for c in logged} == {"adam", "sgd"}
     # a trial whose trial_config.yaml never reached the storage (on a cluster: retried on another node that died
     # before syncing) keeps its row: its config is rebuilt from the record
-    from analysis.results import load_results
+    from core.results import load_results
 
     (exp_dir / df.loc[df["variant"] == "steady", "trial_dir"].iloc[0] / "trial_config.yaml").unlink()
     (exp_dir / "results.parquet").unlink()  # the Tune path, as while a search runs

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.sequential import null_maxima, repeated_p, sequential_table, settled, standardised
+from stats.sequential import null_maxima, repeated_p, sequential_table, settled, standardised
 
 FIRST, LAST, ROWS, ALPHA = 3, 8, 4, 0.05
 
@@ -138,7 +138,7 @@ def test_a_table_of_rows_says_seeds_repeated_p_holm_and_what_to_do():
 def test_equivalence_tost_keeps_its_level_at_the_margin_and_shows_a_null_effect():
     """TOST of |Δ| < margin: at the boundary (true Δ = margin) it claims equivalence at most ~5 % of the time over
     the looks; with no true difference and enough seeds it shows equivalence."""
-    from analysis.sequential import equivalence_p
+    from stats.sequential import equivalence_p
 
     rng = np.random.default_rng(5)
     margin = 1.0
@@ -150,7 +150,7 @@ def test_equivalence_tost_keeps_its_level_at_the_margin_and_shows_a_null_effect(
 
 
 def test_repeated_ci_is_the_t_interval_for_a_single_look_and_wider_with_more_looks():
-    from analysis.sequential import repeated_ci
+    from stats.sequential import repeated_ci
 
     d = np.array([1.2, 0.8, 1.5, 0.9, 1.1])
     low, high = repeated_ci(d, 5, 5)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.cli import main
 from mtl.config import TrialConfig
-from search.cli import main
 from search.dryrun import Probe
 from search.spec import SpecError
 from search.trials import load_experiment

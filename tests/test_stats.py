@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats import axis_trends, compare, holm, numeric_axis, seeds_needed, trend
 from analysis.tables import ablation_stats, display_table, stats_footnote
+from stats.inference import axis_trends, compare, holm, numeric_axis, seeds_needed, trend
 
 BASE = pd.Series([40.1, 43.0, 38.2], index=[0, 1, 2])
 VARIANT = pd.Series([41.0, 44.1, 38.9], index=[0, 1, 2])

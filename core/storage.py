@@ -23,6 +23,15 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
+def s3_client(config=None):
+    """boto3's S3 client; endpoint (S3-compatible stores), region and credentials from the environment."""
+    import boto3
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-2"
+    # a fresh session: the default one caches credentials from its first use
+    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint(), region_name=region, config=config)
+
+
 @dataclass(frozen=True)
 class Storage:
     """A filesystem and the experiments root inside it."""

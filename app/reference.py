@@ -1,6 +1,6 @@
 """docs/reference.md: every command's options as its `--help` prints them, made from the parsers themselves.
 
-    python -m search.reference [--write docs/reference.md]
+    python -m app.reference [--write docs/reference.md]
 
 `tests/test_docs.py` rebuilds the page and fails when the committed one differs, so a renamed flag or a new
 option cannot leave the reference behind.
@@ -33,7 +33,7 @@ def reference() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal width: fixed, so the page is the same anywhere
     try:
         parts = ["# Command reference", "",
-                 "Every option of the commands, as `--help` prints them (made by `python -m search.reference "
+                 "Every option of the commands, as `--help` prints them (made by `python -m app.reference "
                  "--write docs/reference.md`; a test checks that this page matches the parsers).", ""]
         for command, p in parsers().items():
             parts += [f"## `{command}`", "", "```text", p.format_help().rstrip(), "```", ""]
@@ -46,7 +46,7 @@ def reference() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m search.reference", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m app.reference", description=__doc__.split("\n")[0])
     p.add_argument("--write", metavar="FILE", help="write the page there (default: print it)")
     a = p.parse_args(argv)
     if a.write:

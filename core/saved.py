@@ -13,11 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from search.record import LOOKS_FILE, RECORD_FILE, RESULTS_FILE
-from search.storage import split_experiment_uri
-
-POSTHOC_FILE = "posthoc/posthoc.parquet"
-ARTIFACTS = (RECORD_FILE, RESULTS_FILE, POSTHOC_FILE, LOOKS_FILE)
+from core.layout import ARTIFACTS, LOOKS_FILE, POSTHOC_FILE, RECORD_FILE, RESULTS_FILE
+from core.storage import split_experiment_uri
 
 
 @dataclass

@@ -19,10 +19,9 @@ import pyarrow.fs as pafs
 import yaml
 from ray.tune import ExperimentAnalysis
 
-from search.record import EXTENDED_FILE, RECORD_FILE, RESULTS_FILE
-from search.storage import Storage, megabytes, split_experiment_uri, tree_bytes
+from core.layout import CHECKPOINT_MANIFEST, EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, TRIAL_CONFIG_FILE
+from core.storage import Storage, megabytes, split_experiment_uri, tree_bytes
 
-TRIAL_CONFIG_FILE = "trial_config.yaml"
 METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "train_loss")
 TIME_PARTS = ("startup", "data", "train", "eval", "checkpoint", "other")  # `time_<part>_s` of mtl.train
 SETUP_PARTS = ("actor_start", "trainable_setup", "data_setup")  # before mtl.train's clock / inside its start-up
@@ -244,7 +243,6 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-CHECKPOINT_MANIFEST = "checkpoints.json"  # written by search.retention as trials finish
 
 
 def storage_use(res: ExperimentResults) -> str:

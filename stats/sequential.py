@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.stats import ALPHA, compare, holm
+from stats.inference import ALPHA, compare, holm
 
 NULL_DRAWS = 200_000
 NULL_SEED = 20261130
@@ -162,7 +162,7 @@ def repeated_ci(diffs, first: int, last: int, alpha: float = ALPHA) -> tuple[flo
 
 def sequential_compare(variant: pd.Series, baseline: pd.Series, first: int, last: int,
                        margin: float | None = None) -> dict[str, float | str | int]:
-    """What `analysis.stats.compare` reports, for a pair whose seeds were added by the adaptive design: the paired
+    """What `stats.inference.compare` reports, for a pair whose seeds were added by the adaptive design: the paired
     differences in seed order on the seeds both sides have, the repeated p-value and repeated 95 % CI of the
     group-sequential test, and with a margin the TOST repeated p."""
     a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
@@ -180,7 +180,7 @@ def sequential_compare(variant: pd.Series, baseline: pd.Series, first: int, last
 def pair_test(variant: pd.Series, baseline: pd.Series, design: dict | None, margin: float | None = None
               ) -> dict[str, float | str | int]:
     """The test a pair's design calls for: the group-sequential one when its seeds were added adaptively (`design`:
-    the record's {first, max}), else the fixed-n paired t of `analysis.stats.compare`; with a margin also the TOST
+    the record's {first, max}), else the fixed-n paired t of `stats.inference.compare`; with a margin also the TOST
     p (for a fixed design, its single look)."""
     if design:
         return sequential_compare(variant, baseline, design["first"], design["max"], margin)

@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from analysis.sequential import null_maxima, standardised
-from analysis.stats import POWER
+from stats.inference import POWER
+from stats.sequential import null_maxima, standardised
 
 PLAN_DRAWS = 4000
 PLAN_SEED = 20261130
