@@ -22,7 +22,7 @@ GOAL = 0.35
 
 def _key(exp: SavedExperiment) -> tuple:
     rec = exp.record
-    return rec.get("spec_path", "").rsplit("/", 1)[-1], tuple(sorted((rec.get("set") or {}).items()))
+    return (rec.spec_path or "").rsplit("/", 1)[-1], tuple(sorted(rec.set.items()))
 
 
 def _row_means(frame: pd.DataFrame, metric: str, mode: str) -> pd.Series:
@@ -32,11 +32,11 @@ def _row_means(frame: pd.DataFrame, metric: str, mode: str) -> pd.Series:
 
 
 def _scheduler_label(exp: SavedExperiment) -> str:
-    sched = exp.record["spec"].get("scheduler") or {}
-    if exp.record.get("scheduler") != "asha":
-        return exp.record.get("scheduler") or "none"
-    label = "seed-aware ASHA" if sched.get("seed_aware", True) and len(exp.record["seeds"]) > 1 else "ASHA"
-    ranked = exp.record.get("scheduler_metric") or exp.record["metric"]  # records before it ranked on the metric
+    sched = exp.record.spec.get("scheduler") or {}
+    if exp.record.scheduler != "asha":
+        return exp.record.scheduler or "none"
+    label = "seed-aware ASHA" if sched.get("seed_aware", True) and len(exp.record.seeds) > 1 else "ASHA"
+    ranked = exp.record.scheduler_metric or exp.record.metric  # records before it ranked on the metric
     return f"{label} (grace {sched.get('grace_period')}, η={sched.get('reduction_factor'):g}, on {ranked})"
 
 
@@ -46,16 +46,16 @@ def asha_study(experiments: list[SavedExperiment]) -> pd.DataFrame | None:
     for exp in experiments:
         groups.setdefault(_key(exp), []).append(exp)
     for runs in groups.values():
-        grids = [e for e in runs if e.record.get("scheduler") == "none" and not e.record["spec"].get("space")]
-        ashas = sorted((e for e in runs if e.record.get("scheduler") == "asha"), key=lambda e: e.name)
+        grids = [e for e in runs if e.record.scheduler == "none" and not e.record.spec.get("space")]
+        ashas = sorted((e for e in runs if e.record.scheduler == "asha"), key=lambda e: e.name)
         if grids and ashas:
             return _study(grids[0], ashas)
     return None
 
 
 def _study(grid: SavedExperiment, ashas: list[SavedExperiment]) -> pd.DataFrame:
-    metric, mode = grid.record["metric"], grid.record["mode"]
-    seeds = sorted(set().union(*(set(a.record["seeds"]) for a in ashas)))
+    metric, mode = grid.record.metric, grid.record.mode
+    seeds = sorted(set().union(*(set(a.record.seeds) for a in ashas)))
     gframe = grid.frame[grid.frame["seed"].isin(seeds)]  # the grid on the ASHA runs' seeds
     gmeans = _row_means(gframe, metric, mode)
     best = gmeans.index[0]
@@ -75,8 +75,8 @@ def _study(grid: SavedExperiment, ashas: list[SavedExperiment]) -> pd.DataFrame:
                      "grid_mean": float(gmeans.get(picked, math.nan)), "p_vs_grid_best": p,
                      "within_noise": bool(np.isfinite(p) and p >= ALPHA),
                      "stopped_early": int(frame["status"].astype(str).str.startswith("stopped early").sum()),
-                     "wall_min": (exp.record.get("wall_s") or math.nan) / 60,
-                     "wall_seeds": len(exp.record.get("seeds", []))})
+                     "wall_min": (exp.record.wall_s or math.nan) / 60,
+                     "wall_seeds": len(exp.record.seeds)})
     return pd.DataFrame(rows)
 
 

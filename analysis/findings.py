@@ -90,12 +90,12 @@ def measure(f: Finding, exp: SavedExperiment | None) -> dict:
     row = {"claim": f.claim, "experiment": f.experiment, "comparison": f"{f.variant} vs {f.baseline}"}
     if exp is None:
         return {**row, "note": f.missing or "no results for this experiment yet"}
-    scratch = exp.record.get("set", {}).get("pretrained") is False
+    scratch = exp.record.set.get("pretrained") is False
     row["setup"] = "; ".join(s for s in (f.setup, SCRATCH_NOTE if scratch else "") if s)
     mine, base = _pair(f, exp)
     row.update({f"n_{side}": len(x) for side, x in (("variant", mine), ("baseline", base))})
-    design = exp.record.get("adaptive")  # seeds added by the adaptive design: its group-sequential test
-    margins = (exp.record["spec"].get("report") or {}).get("equivalence_margin") or {}
+    design = exp.record.adaptive  # seeds added by the adaptive design: its group-sequential test
+    margins = exp.record.design.margins
     row["design"] = f"{design['first']}..{design['max']}" if design else ""
     for metric in METRICS:
         margin = margins.get(metric) if f.kind == "same" else None

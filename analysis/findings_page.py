@@ -58,14 +58,14 @@ def markdown_table(table: pd.DataFrame) -> str:
 def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
     lines = ["| Experiment | Trials | Seeds | Wall time | Command |", "|---|---|---|---|---|"]
     for name, exp in sorted(experiments.items()):
-        wall, extends = exp.record.get("wall_s"), exp.record.get("extends")
-        seeds = f"{exp.frame['seed'].nunique()} (adaptive, up to {exp.record['adaptive']['max']})" \
-            if exp.record.get("adaptive") else str(len(exp.record.get("seeds", [])))
+        wall, extends = exp.record.wall_s, exp.record.extends
+        seeds = f"{exp.frame['seed'].nunique()} (adaptive, up to {exp.record.adaptive['max']})" \
+            if exp.record.adaptive else str(len(exp.record.seeds))
         command = f"`{exp.command()}`"
         if extends:  # the first run's command and time, then the extension's
-            first = "python " + shlex.join(str(a) for a in extends.get("argv") or [])
+            first = "python " + shlex.join(str(a) for a in extends.argv or [])
             command = f"`{first}`, then extended: {command}"
-            wall = f"{_minutes(extends.get('wall_s'))} + {_minutes(wall)}"
+            wall = f"{_minutes(extends.wall_s)} + {_minutes(wall)}"
         lines.append(f"| {name} | {len(exp.frame)} | {seeds} | {wall if extends else _minutes(wall)} | {command} |")
     return "\n".join(lines)
 
@@ -136,7 +136,7 @@ def _design_line(name: str, exp: SavedExperiment) -> str:
     added = int(exp.frame["extended_from"].isna().sum()) if "extended_from" in exp.frame else len(exp.frame)
     return (f"{name}: first {design['first']}, max {design['max']} seeds, settled at {level}"
             f"{f', equivalence margin ±{margin:g}' if margin else ''}; {added} trial(s) run in "
-            f"{_minutes(exp.record.get('wall_s'))}; stopped: {exp.looks.get('stopped')}.")
+            f"{_minutes(exp.record.wall_s)}; stopped: {exp.looks.get('stopped')}.")
 
 
 def _minutes(seconds: float | None) -> str:

@@ -35,6 +35,7 @@ from analysis.tables import (
     wandb_sheet,
 )
 from core.layout import RESULTS_FILE
+from core.record import ExperimentRecord
 from core.results import ExperimentResults, load_results, storage_use
 from core.saved import read_saved
 from stats.inference import axis_trends
@@ -49,7 +50,7 @@ def delta_m_for(res: ExperimentResults) -> tuple[pd.DataFrame, str | None]:
     """Δm % per multi-task variant, against the experiment's own single-task rows or those of the reference
     experiment named by `report: {single_task: DIR}`; (empty, None) when neither has both tasks."""
     reference, source, ref_frame = single_task_reference(res.frame), "this experiment", res.frame
-    target = res.record["spec"]["report"].get("single_task")
+    target = res.record.spec["report"].get("single_task")
     if set(reference) != set(TASK_METRICS) and target:
         try:  # its saved results suffice (a docs/findings/ copy too)
             ref_frame = read_saved(target).frame
@@ -74,7 +75,7 @@ def _short(value) -> str:
 
 def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
     """Table rows in the spec's order (or `report.order`); a search gets one row per sampled trial."""
-    spec = res.record["spec"]
+    spec = res.record.spec
     if spec.get("space"):
         keys = list(spec["space"])
         best = res.frame.sort_values(f"best_{res.metric}", ascending=res.mode == "min", na_position="last")
@@ -85,8 +86,8 @@ def _rows_and_baseline(res: ExperimentResults) -> tuple[list[str], str]:
         # take minutes and say nothing more (every trial is in trials.parquet and the search figures)
         rows = [labels[t] for t in best["trial_id"]][:SEARCH_ROWS]
         return rows, rows[0] if rows else ""
-    rows = spec["report"].get("order") or [r["name"] for r in res.record["rows"]]
-    return rows, spec["report"].get("baseline") or res.record["baseline"]
+    rows = spec["report"].get("order") or [r.name for r in res.record.rows]
+    return rows, spec["report"].get("baseline") or res.record.baseline
 
 
 def _latex(make_table) -> str:
@@ -125,15 +126,15 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
     banner = ""
     if res.partial:
         done = int((~res.frame["status"].str.startswith("running")).sum()) if not res.frame.empty else 0
-        banner = (f'<p class="partial">Partial results: {done} of {rec["trial_count"]} trials finished '
+        banner = (f'<p class="partial">Partial results: {done} of {rec.trial_count} trials finished '
                   "(the search is still running or was interrupted). Statistics cover finished trials only.</p>")
-    meta = {"experiment": res.uri, "profile": rec.get("profile"), "metric": f"{rec['metric']} ({rec['mode']})",
-            "trials": rec["trial_count"], "seeds": ", ".join(map(str, rec["seeds"])),
-            "--set": ", ".join(f"{k}={v}" for k, v in (rec.get("set") or {}).items()) or "(none)",
-            "started": rec.get("started"),
+    meta = {"experiment": res.uri, "profile": rec.profile, "metric": f"{rec.metric} ({rec.mode})",
+            "trials": rec.trial_count, "seeds": ", ".join(map(str, rec.seeds)),
+            "--set": ", ".join(f"{k}={v}" for k, v in rec.set.items()) or "(none)",
+            "started": rec.started,
             "report built": time.strftime("%Y-%m-%d %H:%M:%S")}
     meta_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
-    spec_text = yaml.safe_dump({"spec": rec["spec"], "defaults (fixed + profile)": rec["defaults"]}, sort_keys=False)
+    spec_text = yaml.safe_dump({"spec": rec.spec, "defaults (fixed + profile)": rec.defaults}, sort_keys=False)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>mtl-tune report: {html.escape(res.name)}</title>
 <style>{_CSS}</style></head><body data-images-loaded="pending">
 <h1>mtl-tune report: {html.escape(res.name)}</h1>{banner}<table class="meta">{meta_rows}</table>
@@ -147,8 +148,8 @@ in.</p>{_html_table(table)}<p>{html.escape(notes[0])}</p>
 <h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
 
 
-def _notes_heading(record: dict) -> str:
-    return "Hyperparameter importance" if record["spec"].get("space") else "Trends along ordered axes"
+def _notes_heading(record: ExperimentRecord) -> str:
+    return "Hyperparameter importance" if record.spec.get("space") else "Trends along ordered axes"
 
 
 def _posthoc_section(res: ExperimentResults) -> str:
@@ -170,10 +171,10 @@ def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, fi
 def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows, baseline = _rows_and_baseline(res)
-    columns = res.record["spec"]["report"].get("columns") or list(DEFAULT_COLUMNS) + (
-        ["cost"] if res.record["spec"].get("trial_price_per_hour") is not None else [])
-    margins = (res.record["spec"].get("report") or {}).get("equivalence_margin")
-    stats_df = ablation_stats(res.frame, rows, baseline, columns, res.record.get("adaptive"), margins)
+    columns = res.record.spec["report"].get("columns") or list(DEFAULT_COLUMNS) + (
+        ["cost"] if res.record.spec.get("trial_price_per_hour") is not None else [])
+    margins = (res.record.spec.get("report") or {}).get("equivalence_margin")
+    stats_df = ablation_stats(res.frame, rows, baseline, columns, res.record.adaptive, margins)
     dm, dm_note = delta_m_for(res)
 
     def make_table(bold=lambda s: f"**{s}**") -> pd.DataFrame:  # the ablation table, with Δm % when it exists
@@ -181,11 +182,11 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
 
     table = make_table()
     tested = [c for c in columns if c in TESTED]
-    fits = axis_trends(res.frame, [] if res.record["spec"].get("space") else res.record["ablated"], tested)
+    fits = axis_trends(res.frame, [] if res.record.spec.get("space") else res.record.ablated, tested)
     search_figures, search_notes = search_section(res, out)  # sampled searches: importance, parallel coordinates
     shown = (f" The table shows the best {len(rows)} of {len(res.frame)} sampled trials (all of them are in "
              "trials.parquet and the search figures)." if len(rows) < len(res.frame) and
-             res.record["spec"].get("space") else "")
+             res.record.spec.get("space") else "")
     notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else "") + shown, *trend_lines(fits),
              *search_notes]
     timing = "\n\n".join(t for t in (time_split(res.frame), estimate_line(res.record), storage_use(res)) if t)
@@ -203,7 +204,7 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
         if not dm.empty:
             dm.to_csv(out / "delta_m.csv", index=False)
         fits.to_csv(out / "trends.csv", index=False)
-        wandb_sheet(res.frame, res.record["ablated"]).to_csv(out / "wandb_sheet.csv", index=False)
+        wandb_sheet(res.frame, res.record.ablated).to_csv(out / "wandb_sheet.csv", index=False)
     if "parquet" in formats:
         stats_df.to_parquet(out / "stats.parquet", index=False)
         res.frame.to_parquet(out / "trials.parquet", index=False)

@@ -52,8 +52,8 @@ def _values(frame: pd.DataFrame, metric: str) -> pd.Series:
 
 def search_points(res: ExperimentResults) -> tuple[pd.DataFrame, str]:
     """One row per trial: the sampled values and the metric at a common budget; and that budget in words."""
-    spec, metric = res.record["spec"], analysis_metric(res)
-    epoch = (spec.get("scheduler") or {}).get("grace_period") if res.record.get("scheduler") == "asha" else None
+    spec, metric = res.record.spec, analysis_metric(res)
+    epoch = (spec.get("scheduler") or {}).get("grace_period") if res.record.scheduler == "asha" else None
     rows = []
     for _, t in res.frame.iterrows():
         history = res.histories.get(t["trial_id"])
@@ -156,7 +156,7 @@ def best_so_far(res: ExperimentResults, path: Path) -> Path | None:
 
 def search_section(res: ExperimentResults, out: Path) -> tuple[list[Path], list[str]]:
     """Figures and note lines for a sampled search; nothing for an ablation matrix."""
-    space = res.record["spec"].get("space")
+    space = res.record.spec.get("space")
     if not space:
         return [], []
     points, budget = search_points(res)

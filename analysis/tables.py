@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
+from core.record import ExperimentRecord
 from stats.inference import compare, holm, seeds_needed
 from stats.planning import seeds_for_power
 from stats.sequential import pair_test
@@ -266,15 +267,15 @@ def compact_table(frame: pd.DataFrame) -> str:
     return tabulate(rows, headers=["variant", "seed", "status", "multitask", "mIoU", "SI-log", "epochs"])
 
 
-def estimate_line(record: dict) -> str:
+def estimate_line(record: ExperimentRecord) -> str:
     """The dry-run model's estimate of the search's wall time, made as it started, against the measured time."""
-    est, wall = record.get("estimate_s"), record.get("wall_s")
+    est, wall = record.estimate_s, record.wall_s
     if not wall:
-        return f"Estimated wall time: {est / 60:.1f} min ({record.get('estimate_how', '')}); the run has not ended." \
+        return f"Estimated wall time: {est / 60:.1f} min ({record.estimate_how or ''}); the run has not ended." \
             if est is not None else ""
-    runs = record.get("wall_s_runs") or [wall]
+    runs = record.wall_s_runs or [wall]
     measured = f"Wall time: {wall / 60:.1f} min measured" + (f" over {len(runs)} driver runs" if len(runs) > 1 else "")
     if est is None:
-        return f"{measured} (no estimate: {record.get('estimate_how') or 'recorded by an older version'})."
+        return f"{measured} (no estimate: {record.estimate_how or 'recorded by an older version'})."
     return (f"{measured}, {est / 60:.1f} min estimated as it started by the --dry-run model "
-            f"({record.get('estimate_how')}): {100 * (est - wall) / wall:+.0f} %.")
+            f"({record.estimate_how}): {100 * (est - wall) / wall:+.0f} %.")

@@ -20,6 +20,7 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from core.layout import CHECKPOINT_MANIFEST, EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, TRIAL_CONFIG_FILE
+from core.record import ExperimentRecord, parse_record
 from core.storage import Storage, megabytes, split_experiment_uri, tree_bytes
 
 METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "train_loss")
@@ -31,7 +32,7 @@ _TEXT_FIELDS = ("pretrained", "crop_size")  # unions (bool | path, int | [h, w])
 @dataclass
 class ExperimentResults:
     uri: str
-    record: dict[str, Any]
+    record: ExperimentRecord
     frame: pd.DataFrame
     histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # trial_id -> per-epoch metrics
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_id -> resolved TrialConfig
@@ -41,15 +42,15 @@ class ExperimentResults:
 
     @property
     def name(self) -> str:
-        return self.record["name"]
+        return self.record.name
 
     @property
     def metric(self) -> str:
-        return self.record["metric"]
+        return self.record.metric
 
     @property
     def mode(self) -> str:
-        return self.record["mode"]
+        return self.record.mode
 
     def tune_analysis(self) -> ExperimentAnalysis:
         """Tune's view of the experiment (loaded on first use: ~45 ms a trial, the slowest part of a big report)."""
@@ -104,9 +105,9 @@ def _plain(key: str, value: Any) -> Any:
     return value
 
 
-def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, record: dict[str, Any]) -> dict:
+def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, record: ExperimentRecord) -> dict:
     last = dict(trial.last_result or {})
-    price = record["spec"].get("trial_price_per_hour")
+    price = record.spec.get("trial_price_per_hour")
     row: dict[str, Any] = {
         "trial_id": trial.trial_id,
         "trial_dir": str(trial.path).rstrip("/").rsplit("/", 1)[-1],
@@ -117,7 +118,7 @@ def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, recor
         "epochs_run": int(last.get("epoch") or 0),
         "epochs_planned": config.get("epochs"),
         **{k: last.get(k) for k in METRICS},
-        **_best(history, record["metric"], record["mode"]),
+        **_best(history, record.metric, record.mode),
         "train_time_s": last.get("time_total_s"),
         "train_img_per_s": _column(history, "train_img_per_s", "mean"),
         "parameters": last.get("parameters"),
@@ -146,7 +147,7 @@ def _trial_config(storage: Storage, trial) -> dict[str, Any] | None:
     return yaml.safe_load(storage.read_text(path))
 
 
-def _rebuilt_config(trial, record: dict[str, Any]) -> dict[str, Any] | None:
+def _rebuilt_config(trial, record: ExperimentRecord) -> dict[str, Any] | None:
     """A trial that reported results but whose trial_config.yaml never reached the storage (on a cluster, a
     trial retried on another node after its first node died can finish before its files are synced): its config
     is rebuilt from the record as the trainable resolved it, so its results are not dropped."""
@@ -154,11 +155,11 @@ def _rebuilt_config(trial, record: dict[str, Any]) -> dict[str, Any] | None:
         return None  # never started
     from mtl.config import TrialConfig
 
-    overrides = next((r["overrides"] for r in record["rows"] if r["name"] == trial.config.get("variant")), None)
+    overrides = next((r.overrides for r in record.rows if r.name == trial.config.get("variant")), None)
     if overrides is None:
         return None
     sampled = {k: v for k, v in trial.config.items() if k not in ("variant", "seed")}
-    values = {**record.get("defaults", {}), **overrides, **sampled, "seed": trial.config.get("seed")}
+    values = {**record.defaults, **overrides, **sampled, "seed": trial.config.get("seed")}
     return {"variant": trial.config.get("variant"), **TrialConfig.from_dict(values).to_flat()}
 
 
@@ -169,9 +170,9 @@ def _clean_history(history: pd.DataFrame) -> pd.DataFrame:
     return history.drop_duplicates("epoch", keep="last") if "epoch" in history else history
 
 
-def _finished_frame(storage: Storage, path: str, record: dict[str, Any]) -> pd.DataFrame | None:
+def _finished_frame(storage: Storage, path: str, record: ExperimentRecord) -> pd.DataFrame | None:
     """results.parquet when the driver wrote it at the end of the latest run (nothing of Tune's is newer)."""
-    if not record.get("finished") or record.get("interrupted"):
+    if not record.finished or record.interrupted:
         return None
     infos = storage.fs.get_file_info(pafs.FileSelector(path))
     saved = next((i.mtime for i in infos if i.base_name == RESULTS_FILE), None)
@@ -181,7 +182,7 @@ def _finished_frame(storage: Storage, path: str, record: dict[str, Any]) -> pd.D
     return pd.read_parquet(io.BytesIO(storage.read_bytes(f"{path}/{RESULTS_FILE}")))
 
 
-def _load_finished(storage: Storage, path: str, record: dict[str, Any], frame: pd.DataFrame) -> ExperimentResults:
+def _load_finished(storage: Storage, path: str, record: ExperimentRecord, frame: pd.DataFrame) -> ExperimentResults:
     """A finished experiment from its saved per-trial files, without unpickling Tune's state of every trial."""
     histories, configs = {}, {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -201,7 +202,7 @@ def load_results(uri: str) -> ExperimentResults:
     path = storage.experiment(name)
     if not storage.exists(f"{path}/{RECORD_FILE}"):
         raise FileNotFoundError(f"{storage.display(path)}: not an mtl-tune experiment (no {RECORD_FILE})")
-    record = json.loads(storage.read_text(f"{path}/{RECORD_FILE}"))
+    record = parse_record(storage.read_text(f"{path}/{RECORD_FILE}"))
     finished = _finished_frame(storage, path, record)
     if finished is not None and not finished.empty:
         return _load_finished(storage, path, record, finished)
@@ -216,11 +217,11 @@ def load_results(uri: str) -> ExperimentResults:
             rows.append(trial_row(trial, config, histories.get(trial.trial_id), record))
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        order = {r["name"]: i for i, r in enumerate(record["rows"])}
+        order = {name: i for i, name in enumerate(record.row_names)}
         frame = frame.sort_values(["variant", "seed", "trial_id"],
                                   key=lambda s: s.map(order) if s.name == "variant" else s).reset_index(drop=True)
     # an adaptive design stops when its comparisons are settled: fewer trials than its maximum is not partial
-    partial = bool(unfinished) or (not record.get("adaptive") and len(ea.trials) < record["trial_count"])
+    partial = bool(unfinished) or (record.adaptive is None and len(ea.trials) < record.trial_count)
     frame = with_extended(storage, path, frame)
     return ExperimentResults(storage.display(path), record, frame, histories, configs, partial, storage, ea)
 

@@ -14,23 +14,24 @@ from typing import Any
 import pandas as pd
 
 from core.layout import ARTIFACTS, LOOKS_FILE, POSTHOC_FILE, RECORD_FILE, RESULTS_FILE
+from core.record import ExperimentRecord, parse_record
 from core.storage import split_experiment_uri
 
 
 @dataclass
 class SavedExperiment:
     uri: str
-    record: dict[str, Any]
+    record: ExperimentRecord
     frame: pd.DataFrame  # one row per trial (results.parquet)
     posthoc: pd.DataFrame | None  # one row per (trial, setting), when `analysis.posthoc` ran
     looks: dict[str, Any] | None = None  # seed_looks.json of an adaptive-seeds design
 
     @property
     def name(self) -> str:
-        return self.record["name"]
+        return self.record.name
 
     def command(self) -> str:
-        argv = self.record.get("argv") or ["run_search.py", self.record.get("spec_path", "?")]
+        argv = self.record.argv or ["run_search.py", self.record.spec_path or "?"]
         return "python " + shlex.join(str(a) for a in argv)
 
     def completed(self, variant: str) -> pd.DataFrame:
@@ -50,7 +51,7 @@ def read_saved(uri: str) -> SavedExperiment:
     if record is None or results is None:
         raise FileNotFoundError(f"{uri}: needs {RECORD_FILE} and {RESULTS_FILE} (written when a run ends)")
     posthoc, looks = _read(storage, f"{base}/{POSTHOC_FILE}"), _read(storage, f"{base}/{LOOKS_FILE}")
-    return SavedExperiment(uri, json.loads(record), pd.read_parquet(io.BytesIO(results)),
+    return SavedExperiment(uri, parse_record(record), pd.read_parquet(io.BytesIO(results)),
                            pd.read_parquet(io.BytesIO(posthoc)) if posthoc else None,
                            json.loads(looks) if looks else None)
 

@@ -27,15 +27,20 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from core.layout import LOOKS_FILE
+from stats.paired import paired_differences
 from stats.sequential import sequential_table, settled
 
 Cell = tuple[str, int]  # (row, seed)
 
 
 def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, seeds: list[int]) -> list[float]:
-    """Per-seed differences row - reference, in seed order, on the seeds where both have a finite result."""
-    a, b = values.get(row, {}), values.get(reference, {})
-    return [a[s] - b[s] for s in seeds if s in a and s in b and math.isfinite(a[s]) and math.isfinite(b[s])]
+    """Per-seed differences row - reference on the design's seeds (ascending, as the design adds them) where both
+    have a finite result (stats.paired)."""
+    def planned(side: dict[int, float]) -> dict[int, float]:
+        return {s: v for s, v in side.items() if s in set(seeds)}
+
+    pairs = paired_differences(planned(values.get(row, {})), planned(values.get(reference, {})))
+    return [float(d) for d in pairs.diffs]
 
 
 class AdaptiveSeeds(Searcher):

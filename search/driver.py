@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -17,6 +16,7 @@ from ray import tune
 from ray._private import ray_constants
 
 from core.layout import EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, SCHEDULER_STATE
+from core.record import Extends, parse_record
 from core.results import load_results, parquet_bytes
 from core.storage import Storage, free_bytes, megabytes
 from mtl.config import TrialConfig
@@ -30,8 +30,6 @@ from search.record import (
     EXIT_INTERRUPTED,
     EXIT_STORAGE_FULL,
     experiment_record,
-    finished_record,
-    with_estimate,
 )
 from search.reporting import Reporting
 from search.retention import CheckpointRetention, storage_full_reason
@@ -135,14 +133,17 @@ def _adaptive(exp: Experiment, args: argparse.Namespace, storage: Storage) -> Ad
 
 def _start_record(exp: Experiment, args: argparse.Namespace, storage: Storage, exp_path: str) -> None:
     """mtl_experiment.json (with the wall-time estimate) and, for `--extend`, the extended trials' results."""
-    record = json.loads(with_estimate(experiment_record(exp), *_estimate(exp, args)))
+    seconds, how = _estimate(exp, args)
+    record = experiment_record(exp).model_copy(update={
+        "estimate_s": None if seconds is None else round(seconds, 1), "estimate_how": how})
     extended = getattr(args, "extended", None)
     if extended is not None:
         frame = extended.frame.assign(extended_from=args.extend)
         storage.write_bytes(f"{exp_path}/{EXTENDED_FILE}", parquet_bytes(frame))
-        record["extends"] = {"uri": args.extend, "trials": len(frame), "wall_s": extended.record.get("wall_s"),
-                             "argv": extended.record.get("argv"), "seeds": extended.record.get("seeds")}
-    storage.write_text(f"{exp_path}/{RECORD_FILE}", json.dumps(record, indent=2, default=str))
+        record = record.model_copy(update={"extends": Extends(
+            uri=args.extend, trials=len(frame), wall_s=extended.record.wall_s, argv=extended.record.argv,
+            seeds=extended.record.seeds)})
+    storage.write_text(f"{exp_path}/{RECORD_FILE}", record.to_json())
 
 
 def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
@@ -272,8 +273,8 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage, reporting: 
         results = load_results(storage.display(exp_path))
         storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
         record_path = f"{exp_path}/{RECORD_FILE}"
-        storage.write_text(record_path, finished_record(storage.read_text(record_path), time.monotonic() - started,
-                                                        interrupted))
+        record = parse_record(storage.read_text(record_path))
+        storage.write_text(record_path, record.finished_run(time.monotonic() - started, interrupted).to_json())
     except OSError as e:  # the storage went away at the very end: Tune's state is saved, the trials' too
         print(f"error: cannot read the results back from {storage.display(exp_path)} ({e}); finished trials are "
               f"kept there: when it is reachable again, continue with: {_resume_command(args)}", flush=True)

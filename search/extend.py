@@ -58,18 +58,14 @@ def check_adaptive_flags(exp: Experiment, args: argparse.Namespace, storage: Sto
     if src_storage.display(src_storage.experiment(src_name)) == storage.display(storage.experiment(exp.name)):
         raise SpecError(f"--extend {args.extend}: the extension is a new experiment: write it elsewhere (--storage "
                         "or --name)")
-    now = json.loads(experiment_record(exp))
-    changed = [k for k in SAME_DESIGN if k in old.record and _design(old.record[k]) != _design(now[k])]
+    before, now = old.record.model_dump(mode="json"), experiment_record(exp).model_dump(mode="json")
+    changed = [k for k in SAME_DESIGN if before[k] != now[k]]
     if changed:
-        detail = "; ".join(f"{k}: {json.dumps(old.record[k], default=str)[:70]} -> "
+        detail = "; ".join(f"{k}: {json.dumps(before[k], default=str)[:70]} -> "
                            f"{json.dumps(now[k], default=str)[:70]}" for k in changed)
         raise SpecError(f"--extend {args.extend}: it ran another design, so its seeds cannot pair with new ones "
                         f"({detail}). Use the command it ran (`{old.command()}`) with the adaptive flags")
     return old
-
-
-def _design(value):
-    return json.loads(json.dumps(value, default=str))
 
 
 def prior_cells(frame: pd.DataFrame, exp: Experiment) -> dict[tuple[str, int], float]:

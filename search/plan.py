@@ -18,15 +18,13 @@ from core.saved import read_saved
 from search.spec import SeedsBlock, SpecError
 from search.trials import Experiment
 from stats.inference import ALPHA
+from stats.paired import frame_differences
 from stats.planning import design_power, seeds_for_power
 
 
 def paired_by_seed(completed: pd.DataFrame, row: str, reference: str, metric: str) -> list[float]:
     """Per-seed differences row - reference of completed trials, in seed order, on the seeds both have."""
-    values = {r: dict(zip(g["seed"], pd.to_numeric(g[metric], errors="coerce"), strict=True))
-              for r, g in completed.groupby("variant")}
-    a, b = values.get(row, {}), values.get(reference, {})
-    return [float(a[s] - b[s]) for s in sorted(set(a) & set(b)) if np.isfinite(a[s] - b[s])]
+    return [float(d) for d in frame_differences(completed, row, reference, metric).diffs]
 
 
 def plan(exp: Experiment, uri: str) -> str:

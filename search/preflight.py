@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import shlex
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.layout import RECORD_FILE, RESULTS_FILE
+from core.record import parse_record
 from core.storage import STORAGE_SCHEMES, Storage, open_storage
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import DatasetError, open_dataset
@@ -204,12 +204,12 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
     if args.resume and not exists:
         raise SpecError(f"--resume: no experiment {exp.name!r} under {args.storage}")
     if args.resume:
-        recorded = json.loads(storage.read_text(f"{storage.experiment(exp.name)}/{RECORD_FILE}"))
+        recorded = parse_record(storage.read_text(f"{storage.experiment(exp.name)}/{RECORD_FILE}"))
         changes = design_changes(recorded, exp)
         if changes:
             raise SpecError(f"--resume: experiment {exp.name!r} was started with another design; changed: "
                             f"{'; '.join(changes[:6])}{' …' if len(changes) > 6 else ''}. Resume it with the command "
-                            f"it started with (`{' '.join(recorded.get('argv', []))}` --resume), or start a new "
+                            f"it started with (`{' '.join(recorded.argv)}` --resume), or start a new "
                             "experiment with --name")
     if exists and not args.resume:
         raise SpecError(f"experiment {exp.name!r} already exists under {args.storage}: continue it with --resume, "

@@ -17,6 +17,8 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
+from stats.paired import paired_differences
+
 ALPHA = 0.05
 POWER = 0.8
 MAX_SEEDS = 1000  # "more than this" for seeds-needed estimates
@@ -64,16 +66,16 @@ def compare(variant: pd.Series, baseline: pd.Series, power: bool = True, alpha: 
     needed = (lambda effect, paired: seeds_needed(effect, paired, alpha)) if power else \
         (lambda effect, paired: math.nan)
     a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
-    shared = sorted(set(a.index) & set(b.index)) if a.index.is_unique and b.index.is_unique else []
-    if len(shared) >= 2:
-        dropped = ", ".join(str(s) for s in sorted(set(a.index) ^ set(b.index)))
-        diff = (a.loc[shared] - b.loc[shared]).to_numpy()
+    unique = a.index.is_unique and b.index.is_unique
+    pairs = paired_differences(a, b) if unique else None
+    if pairs is not None and pairs.n >= 2:
+        dropped, diff = pairs.dropped_text(), pairs.diffs
         n, mean, sd = len(diff), float(diff.mean()), float(diff.std(ddof=1))
         if sd == 0:  # e.g. two seeds with the same difference: no estimate of the noise
             return {**_nan_result("paired t (zero variance: undefined)", n), "delta": mean,
                     "dropped_seeds": dropped}
         half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
-        p = float(stats.ttest_rel(a.loc[shared].to_numpy(), b.loc[shared].to_numpy()).pvalue)
+        p = float(stats.ttest_1samp(diff, 0.0).pvalue)  # = the paired t-test of the two sides
         return {"test": "paired t", "n_pairs": n, "delta": mean, "delta_ci_low": mean - half,
                 "delta_ci_high": mean + half, "p_value": p, "seeds_needed": needed(mean / sd, True),
                 "effect_size": mean / sd, "dropped_seeds": dropped}

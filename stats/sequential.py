@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from stats.inference import ALPHA, compare, holm
+from stats.paired import paired_differences
 
 NULL_DRAWS = 200_000
 NULL_SEED = 20261130
@@ -165,16 +166,15 @@ def sequential_compare(variant: pd.Series, baseline: pd.Series, first: int, last
     """What `stats.inference.compare` reports, for a pair whose seeds were added by the adaptive design: the paired
     differences in seed order on the seeds both sides have, the repeated p-value and repeated 95 % CI of the
     group-sequential test, and with a margin the TOST repeated p."""
-    a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
-    shared = sorted(set(a.index) & set(b.index))
-    d = (a.loc[shared] - b.loc[shared]).to_numpy()
+    pairs = paired_differences(variant, baseline)
+    d = pairs.diffs
     low, high = repeated_ci(d, first, last)
     sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
     return {"test": f"group-sequential paired t (looks {first}..{last})", "n_pairs": len(d),
             "delta": float(d.mean()) if len(d) else math.nan, "delta_ci_low": low, "delta_ci_high": high,
             "p_value": repeated_p(d, first, last), "effect_size": float(d.mean()) / sd if sd else math.nan,
             "p_equivalence": equivalence_p(d, margin, first, last) if margin else math.nan,
-            "dropped_seeds": ", ".join(str(s) for s in sorted(set(a.index) ^ set(b.index)))}
+            "dropped_seeds": pairs.dropped_text()}
 
 
 def pair_test(variant: pd.Series, baseline: pd.Series, design: dict | None, margin: float | None = None
@@ -187,8 +187,6 @@ def pair_test(variant: pd.Series, baseline: pd.Series, design: dict | None, marg
     out = compare(variant, baseline, power=True)
     out["p_equivalence"] = math.nan
     if margin and out["test"] == "paired t":
-        a, b = variant.dropna().astype(float), baseline.dropna().astype(float)
-        shared = sorted(set(a.index) & set(b.index))
-        d = (a.loc[shared] - b.loc[shared]).to_numpy()
+        d = paired_differences(variant, baseline).diffs
         out["p_equivalence"] = equivalence_p(d, margin, len(d), len(d))
     return out

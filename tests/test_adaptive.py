@@ -140,6 +140,7 @@ def test_plan_from_a_pilot(tmp_path):
 
     from search.cli import _experiment, parse_args
     from search.plan import plan
+    from search.record import experiment_record
 
     rng = np.random.default_rng(2)
     rows = [{"variant": v, "seed": s, "status": "completed", "train_time_s": 90.0,
@@ -148,9 +149,9 @@ def test_plan_from_a_pilot(tmp_path):
     pilot = tmp_path / "pilot"
     pilot.mkdir()
     pd.DataFrame(rows).to_parquet(pilot / "results.parquet")
-    (pilot / "mtl_experiment.json").write_text(json.dumps({"name": "pilot"}))
     args = parse_args(["ablations/depth_loss.yaml", "--seeds", "first=3,max=8", "--compare", "L1 vs L2",
                        "--compare", "berHu vs L2"])
+    (pilot / "mtl_experiment.json").write_text(experiment_record(_experiment(args).configure("smoke")).to_json())
     text = plan(_experiment(args), str(pilot))
     assert "plan from 9 pilot trial(s): design first 3, max 8" in text and "0.05 / 2" in text
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if " vs L2" in line}

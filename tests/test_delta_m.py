@@ -92,8 +92,8 @@ def test_report_gains_delta_m_from_its_own_and_from_a_reference_experiment(singl
     md = (out / "table.md").read_text()
     assert "Δm %" in md and "Maninis et al. 2019" in md
     # another experiment names this one as its single-task reference (report: {single_task: DIR})
-    record = dict(res.record, name="reference_user")
-    record["spec"] = {**record["spec"], "report": {**record["spec"]["report"], "single_task": single_task_experiment}}
+    spec = {**res.record.spec, "report": {**res.record.spec["report"], "single_task": single_task_experiment}}
+    record = res.record.model_copy(update={"name": "reference_user", "spec": spec})
     only_mt = res.frame[res.frame["variant"] == "multi-task"].copy()
     res2 = type(res)(uri=res.uri, record=record, frame=only_mt, histories=res.histories, configs=res.configs,
                      storage=res.storage)
@@ -106,9 +106,12 @@ def test_report_gains_delta_m_from_its_own_and_from_a_reference_experiment(singl
 
 def test_a_missing_reference_experiment_is_a_note_not_a_crash(tmp_path):
     from analysis.report import delta_m_for
+    from core.record import ExperimentRecord
     from core.results import ExperimentResults
 
     frame = _frame(ROWS[:2])
-    record = {"spec": {"report": {"single_task": str(tmp_path / "single_task")}}}
+    record = ExperimentRecord(name="x", spec={"report": {"single_task": str(tmp_path / "single_task")}}, profile="cpu",
+                              defaults={}, rows=[], seeds=[0], metric="multitask", mode="max", algorithm="grid",
+                              scheduler="none", baseline="", trial_count=0)
     dm, note = delta_m_for(ExperimentResults(uri=str(tmp_path), record=record, frame=frame))
     assert dm.empty and note.startswith(f"No Δm: the single-task reference {tmp_path / 'single_task'} could not")

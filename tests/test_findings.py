@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 
 from analysis.asha_study import asha_study
 from analysis.findings import FINDINGS, findings_table, main
 from analysis.findings_page import _extra
+from core.record import ExperimentRecord
 from core.saved import SavedExperiment, read_saved
 
 
 def _record(name: str, scheduler: str = "none", seeds=(0, 1, 2), sets=None, spec_path="ablations/x.yaml", **spec):
-    return {"name": name, "spec_path": spec_path, "spec": {"scheduler": spec, "report": {}}, "set": sets or {},
-            "seeds": list(seeds), "metric": "multitask", "mode": "max", "scheduler": scheduler,
-            "argv": ["run_search.py", spec_path, "--seeds", str(len(seeds))], "wall_s": 600.0}
+    return ExperimentRecord(name=name, spec_path=spec_path, spec={"scheduler": spec, "report": {}}, set=sets or {},
+                            seeds=list(seeds), metric="multitask", mode="max", scheduler=scheduler, profile="cpu",
+                            defaults={}, rows=[], algorithm="grid", baseline="", trial_count=0,
+                            argv=["run_search.py", spec_path, "--seeds", str(len(seeds))], wall_s=600.0)
 
 
 def _frame(values: dict[str, list[float]], status: dict[str, str] | None = None, epochs: int = 4) -> pd.DataFrame:
@@ -89,7 +89,7 @@ def test_cli_rebuilds_the_page_from_saved_folders_and_copies_them(tmp_path):
                                          "berHu": [15.5, 16.2, 16.9]}),):
         exp = tmp_path / "runs" / name
         (exp / "posthoc").mkdir(parents=True)
-        (exp / "mtl_experiment.json").write_text(json.dumps(_record(name)))
+        (exp / "mtl_experiment.json").write_text(_record(name).to_json())
         _frame(values).to_parquet(exp / "results.parquet")
         (exp / "checkpoint_000000").mkdir()  # never copied
     out = tmp_path / "findings.md"

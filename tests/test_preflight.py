@@ -141,7 +141,7 @@ def test_resume_under_another_design_is_refused_before_ray(no_ray, capsys):
     started = _experiment(parse_args([TASK_WEIGHTS, "--profile", "smoke"])).configure("smoke")
     exp_dir = no_ray / "results" / "task_weights"
     exp_dir.mkdir(parents=True)
-    (exp_dir / "mtl_experiment.json").write_text(experiment_record(started))
+    (exp_dir / "mtl_experiment.json").write_text(experiment_record(started).to_json())
     err = _refused(capsys, [TASK_WEIGHTS, "--profile", "smoke", "--resume", "--set", "lr=0.01", "--no-dashboard"],
                    "--resume: experiment 'task_weights' was started with another design; changed:",
                    "set.lr: null -> 0.01", "defaults.lr: 0.001 -> 0.01", "or start a new experiment with --name")

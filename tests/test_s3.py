@@ -88,7 +88,7 @@ def test_findings_read_and_copy_an_s3_experiment(s3, experiment, tmp_path):
 
     uri, _ = experiment
     saved = read_saved(uri)
-    assert saved.name == "s3_e2e" and len(saved.frame) == 2 and saved.record.get("wall_s", 0) > 0
+    assert saved.name == "s3_e2e" and len(saved.frame) == 2 and (saved.record.wall_s or 0) > 0
     local = copy_artifacts(uri, tmp_path / "docs")
     assert sorted(p.name for p in local.iterdir()) == ["mtl_experiment.json", "results.parquet"]  # no checkpoints
     findings_main([uri, "--out", str(tmp_path / "findings.md")])
