@@ -28,16 +28,26 @@ def tiny_synth(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A real local Ray cluster (2 CPUs) for this test module; yields its GCS address."""
+@pytest.fixture(scope="session")
+def _shared_ray():
+    """One local Ray for the whole test run (a start-up costs ~10 s); shut down at the end of the session."""
+    yield
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ctx.address_info["gcs_address"]
-    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_shared_ray):
+    """A real local Ray cluster (2 CPUs), shared by every module that asks for it; yields its GCS address. A module
+    that needs a Ray of its own (another environment for its workers, a multi-node cluster) shuts this one down
+    first; the next module that asks starts it again."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray.get_runtime_context().gcs_address
 
 
 REPO = Path(__file__).resolve().parents[1]

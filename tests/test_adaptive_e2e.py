@@ -8,14 +8,11 @@ import signal
 import time
 
 import pandas as pd
-import pytest
 from conftest import start_driver, write_spec
 
 from analysis.report import build_report
 from app.cli import main
 from core.saved import copy_artifacts
-
-pytestmark = pytest.mark.slow
 
 # train_loss: a model at lr 1e-7 barely moves, one at 3e-3 trains; the gap is large and steady across seeds
 PLANTED = """

@@ -20,8 +20,6 @@ from analysis.tables import ablation_stats, display_table, summarize
 from app.cli import main as run_search
 from core.results import load_results
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def experiment(ray_local, tmp_path_factory) -> str:
@@ -165,6 +163,7 @@ def _chromium() -> str:
     return path
 
 
+@pytest.mark.slow  # the browser: slow tier
 def test_html_report_renders_in_headless_chromium(experiment, tmp_path):
     html = f"file://{experiment}/report/report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

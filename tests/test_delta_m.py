@@ -72,7 +72,6 @@ seeds: 2
     return str(tmp / "results" / "delta_m_e2e")
 
 
-@pytest.mark.slow
 def test_report_gains_delta_m_from_its_own_and_from_a_reference_experiment(single_task_experiment, tmp_path):
     from analysis.report import build_report
     from core.results import load_results

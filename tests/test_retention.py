@@ -100,7 +100,6 @@ def kept_checkpoints(exp_dir: Path) -> dict[str, list[str]]:
     return {d.name: sorted(p.name for p in d.glob("checkpoint_*")) for d in exp_dir.iterdir() if d.is_dir()}
 
 
-@pytest.mark.slow
 def test_a_search_keeps_the_best_weights_of_each_row_and_nothing_else(ray_local, tmp_path):
     spec = write_spec(tmp_path, """
 fixed: {optimizer: adam, lr: 1.0e-3, encoder: resnet18}

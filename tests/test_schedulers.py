@@ -59,8 +59,7 @@ def test_rows_are_decided_on_their_seed_mean_and_siblings_share_the_fate():
     assert sched.trial_epochs < len(trials) * 9
 
 
-def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
-    import ray
+def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path, ray_local):
     from ray import tune
 
     quality = dict(QUALITY)  # captured by value: Ray's workers cannot import this test module
@@ -70,18 +69,12 @@ def test_a_real_tune_search_with_seeds_stops_rows_not_trials(tmp_path):
             time.sleep(0.1)  # seeds of a row run side by side: a stopped row's running sibling is stopped by Tune
             tune.report({"m": quality[config["variant"]] * t + 0.1 * config["seed"]})
 
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        sched = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2)
-        tuner = tune.Tuner(trainable, param_space={"variant": tune.grid_search(list(QUALITY)),
-                                                   "seed": tune.grid_search([0, 1])},
-                           tune_config=tune.TuneConfig(metric="m", mode="max", scheduler=sched),
-                           run_config=tune.RunConfig(storage_path=str(tmp_path), name="toy", verbose=0))
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
+    sched = SeedAwareASHAScheduler(seeds=2, max_t=9, grace_period=1, reduction_factor=2)
+    tuner = tune.Tuner(trainable, param_space={"variant": tune.grid_search(list(QUALITY)),
+                                               "seed": tune.grid_search([0, 1])},
+                       tune_config=tune.TuneConfig(metric="m", mode="max", scheduler=sched),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="toy", verbose=0))
+    grid = tuner.fit()
     epochs = {(r.config["variant"], r.config["seed"]): r.metrics["training_iteration"] for r in grid}
     assert epochs[("best", 0)] == epochs[("best", 1)] == 9
     assert max(epochs[("worst", 0)], epochs[("worst", 1)]) < 9  # the worst row was stopped, both seeds

@@ -20,8 +20,6 @@ from conftest import (
 from analysis.report import build_report
 from app.cli import main
 
-pytestmark = pytest.mark.slow
-
 
 def _run(spec, storage, *extra) -> int:
     return main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report", *extra])
