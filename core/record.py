@@ -78,7 +78,7 @@ class ExperimentRecord(BaseModel):
     trial_config_fields: list[str] = Field(default_factory=list)
     adaptive: dict[str, Any] | None = None
     comparisons: list[list[str]] = Field(default_factory=list)
-    run: dict[str, Any] | None = None  # the resolved run configuration (search.runconfig), printed at start
+    runs: list[dict[str, Any]] = Field(default_factory=list)  # each driver run's resolved configuration (search.runconfig)
     estimate_s: float | None = None
     estimate_how: str | None = None
     extends: Extends | None = None

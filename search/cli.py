@@ -15,6 +15,7 @@ from search.plan import plan
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
 from search.reporting import Reporting
+from search.runconfig import RunConfig, local_slots, resolve
 from search.spec import SeedsBlock, SpecError, check_metric, checkpoints_flag, scheduler_flag, seeds_flag
 from search.trials import Experiment, check_grace_period, load_experiment, with_seeds
 
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
                         "(e.g. top,top=5); default: the spec's checkpoints block")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                    help="override a fixed TrialConfig key of the spec (repeatable), e.g. --set pretrained=false")
-    p.add_argument("--wandb", default="off", choices=("off", "offline", "online"))
+    p.add_argument("--wandb", choices=("off", "offline", "online"), help="log trials to W&B (default: off)")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
                    help="start the Ray dashboard on 127.0.0.1 (local clusters)")
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="build the report at the end")
@@ -100,17 +101,14 @@ def _experiment(args: argparse.Namespace) -> Experiment:
     return exp
 
 
-def _dry_run(exp: Experiment, args: argparse.Namespace) -> int:
+def _dry_run(exp: Experiment, run: RunConfig, args: argparse.Namespace) -> int:
     print(trial_table(exp))
     for problem in missing_weights(exp):
         print(f"warning: {problem}. A real run downloads it with torchvision where there is internet; offline, "
               f"put it in the torch cache or set `pretrained: /path/to/weights.pth`, or "
-              f"{scratch_command(exp, args.argv)}.")
-    cpus = args.cpus_per_trial or exp.spec.resources.cpus
-    slots = max(int((os.cpu_count() or 1) // cpus), 1)
-    concurrency = min(args.max_concurrent or exp.spec.search.max_concurrent or slots, slots, exp.trial_count())
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (exp.spec.resources.gpus or 0.0)
-    print(budget(exp, concurrency, max(args.probe_steps, 1), gpus, args.gpu_bench, cpus))
+              f"{scratch_command(exp, list(run.argv))}.")
+    concurrency = run.concurrency(local_slots(run), exp.trial_count())
+    print(budget(exp, concurrency, run.probe_steps, run.gpus_per_trial or 0.0, args.gpu_bench, run.cpus_per_trial))
     if args.plan_from:
         print(plan(exp, args.plan_from))
     return 0
@@ -119,11 +117,11 @@ def _dry_run(exp: Experiment, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None, reporting: Reporting | None = None) -> int:
     """Validate, then run. `reporting` (app.cli gives analysis/'s tables and report) is what the end prints."""
     args = parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])  # for commands we suggest
     try:
         exp = _experiment(args)
-        check_flags(args)
-        check_storage_uri(args.storage)
+        run = resolve(args, exp, list(argv if argv is not None else sys.argv[1:]))
+        check_flags(run, args.gpu_bench)
+        check_storage_uri(run.storage)
         sets = parse_sets(args.sets, exp)
         profile = resolve_profile(args.profile, torch.cuda.is_available())
         reason = f" (auto: {'a CUDA GPU' if torch.cuda.is_available() else 'no CUDA GPU'} here)" \
@@ -131,16 +129,17 @@ def main(argv: list[str] | None = None, reporting: Reporting | None = None) -> i
         print(f"profile: {profile}{reason}", flush=True)
         exp = exp.configure(profile, args.data, sets)
         if args.dry_run:
-            return _dry_run(exp, args)
-        storage = preflight(exp, args)
+            return _dry_run(exp, run, args)
+        storage, extended = preflight(exp, run)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not args.address and "ray" not in sys.modules:
+    print(run.describe(), flush=True)
+    if not run.address and "ray" not in sys.modules:
         # A local Ray binds its services to the node's address, reachable from the network. With this flag
         # (the single-machine mode Ray uses on macOS and Windows) the node's address is 127.0.0.1 and every
         # GCS, raylet, worker and agent socket listens on loopback only. It must be set before Ray is imported.
         os.environ.setdefault(LOOPBACK_ENV, "0")
-    from search.driver import run  # imports Ray: not needed for validation or dry runs
+    from search.driver import run_search  # imports Ray: not needed for validation or dry runs
 
-    return run(exp, args, storage, reporting)
+    return run_search(exp, run, storage, extended, reporting)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
@@ -13,18 +12,19 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray._private import ray_constants
 
 from core.layout import EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, SCHEDULER_STATE
 from core.record import Extends, parse_record
 from core.results import load_results, parquet_bytes
+from core.saved import SavedExperiment
 from core.storage import Storage, free_bytes, megabytes
 from mtl.config import TrialConfig
 from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
 from search.adaptive import AdaptiveSeeds
-from search.extend import budget_flag, prior_cells
+from search.extend import prior_cells
+from search.raycompat import ray_listens_on_loopback
 from search.record import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -33,19 +33,20 @@ from search.record import (
 )
 from search.reporting import Reporting
 from search.retention import CheckpointRetention, storage_full_reason
+from search.runconfig import RunConfig
 from search.trials import Experiment
 
 
-def _init_ray(args: argparse.Namespace) -> str | None:
+def _init_ray(run: RunConfig) -> str | None:
     """Join `--address`, reuse an initialised Ray, or start a local one on loopback (see search.cli)."""
     if ray.is_initialized():
         return None
-    if args.address:
-        return ray.init(address=args.address).dashboard_url or None
-    if ray_constants.ENABLE_RAY_CLUSTER:  # Ray was imported before search.cli could ask for loopback
+    if run.address:
+        return ray.init(address=run.address).dashboard_url or None
+    if not ray_listens_on_loopback():  # Ray was imported before search.cli could ask for loopback
         print("warning: Ray was imported before the search started; its services listen on the node's address",
               flush=True)
-    ctx = ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1")
+    ctx = ray.init(include_dashboard=run.dashboard, dashboard_host="127.0.0.1")
     return ctx.dashboard_url or None
 
 
@@ -78,31 +79,28 @@ def _shared_data(exp: Experiment) -> dict:
     return shared
 
 
-def _callbacks(exp: Experiment, args: argparse.Namespace, storage: Storage) -> tuple[list, str | None]:
-    if args.wandb == "off":
-        return [], None
-    os.environ["WANDB_MODE"] = args.wandb
+def _wandb(exp: Experiment, run: RunConfig, storage: Storage) -> tuning.WandbSettings | None:
+    """W&B through Ray's setup_wandb in each trial (search.trainable): one run per trial, offline files under the
+    experiment folder (a temp folder when the storage is S3)."""
+    if run.wandb == "off":
+        return None
+    os.environ["WANDB_MODE"] = run.wandb
     local = storage.experiment(exp.name) if not storage.is_s3 else str(Path(tempfile.gettempdir()) / "mtl-tune" /
                                                                        exp.name)
     wandb_dir = str(Path(local) / "wandb")
     Path(wandb_dir).mkdir(parents=True, exist_ok=True)
-    callback = tuning.FullConfigWandbCallback(exp, project=f"mtl-tune-{exp.name}", group=exp.name, mode=args.wandb,
-                                              dir=wandb_dir)
-    return [callback], wandb_dir
+    return tuning.WandbSettings(mode=run.wandb, project=f"mtl-tune-{exp.name}", group=exp.name, dir=wandb_dir)
 
 
-def _resources(exp: Experiment, args: argparse.Namespace) -> tuple[float, float]:
-    cpus = args.cpus_per_trial or exp.spec.resources.cpus
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else exp.spec.resources.gpus
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return cpus, gpus
+def _resources(run: RunConfig) -> tuple[float, float]:
+    return run.cpus_per_trial, run.gpus(ray.cluster_resources().get("GPU", 0))
 
 
-def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callbacks: list) -> tune.Tuner:
-    cpus, gpus = _resources(exp, args)
-    trainable = tuning.trainable(exp, cpus, gpus, _shared_data(exp))
-    if args.resume:
+def _tuner(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExperiment | None,
+           wandb: tuning.WandbSettings | None, callbacks: list) -> tune.Tuner:
+    cpus, gpus = _resources(run)  # honoured on --resume too: Tune takes the trainable (resources, W&B) anew
+    trainable = tuning.trainable(exp, cpus, gpus, _shared_data(exp), wandb)
+    if run.resume:
         return tune.Tuner.restore(storage.experiment(exp.name), trainable, resume_unfinished=True,
                                   resume_errored=True, storage_filesystem=storage.fs)
     run_config = tune.RunConfig(
@@ -113,52 +111,57 @@ def _tuner(exp: Experiment, args: argparse.Namespace, storage: Storage, callback
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1,
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
-    max_concurrent = args.max_concurrent or exp.spec.search.max_concurrent
     return tune.Tuner(trainable, param_space=tuning.param_space(exp),
-                      tune_config=tuning.tune_config(exp, max_concurrent, _scheduler_state(exp, storage),
-                                                     _adaptive(exp, args, storage)),
+                      tune_config=tuning.tune_config(exp, run.max_concurrent, _scheduler_state(exp, storage),
+                                                     _adaptive(exp, run, extended)),
                       run_config=run_config)
 
 
-def _adaptive(exp: Experiment, args: argparse.Namespace, storage: Storage) -> AdaptiveSeeds | None:
+def _adaptive(exp: Experiment, run: RunConfig, extended: SavedExperiment | None) -> AdaptiveSeeds | None:
     """The adaptive-seeds searcher, with the extended experiment's trials as already run."""
     if exp.adaptive is None:
         return None
-    extended = getattr(args, "extended", None)
     prior = prior_cells(extended.frame, exp) if extended is not None else None
     return AdaptiveSeeds(list(exp.comparisons), list(exp.seeds), exp.adaptive.first, exp.metric, exp.mode,
-                         budget_flag(args.budget), prior, (exp.spec.report.equivalence_margin or {}).get(exp.metric),
+                         run.budget, prior, (exp.spec.report.equivalence_margin or {}).get(exp.metric),
                          exp.adaptive.family)
 
 
-def _start_record(exp: Experiment, args: argparse.Namespace, storage: Storage, exp_path: str) -> None:
+def _start_record(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExperiment | None,
+                  exp_path: str) -> None:
     """mtl_experiment.json (with the wall-time estimate) and, for `--extend`, the extended trials' results."""
-    seconds, how = _estimate(exp, args)
+    seconds, how = _estimate(exp, run)
     record = experiment_record(exp).model_copy(update={
-        "estimate_s": None if seconds is None else round(seconds, 1), "estimate_how": how})
-    extended = getattr(args, "extended", None)
+        "estimate_s": None if seconds is None else round(seconds, 1), "estimate_how": how, "runs": [run.recorded()]})
     if extended is not None:
-        frame = extended.frame.assign(extended_from=args.extend)
+        frame = extended.frame.assign(extended_from=run.extend)
         storage.write_bytes(f"{exp_path}/{EXTENDED_FILE}", parquet_bytes(frame))
         record = record.model_copy(update={"extends": Extends(
-            uri=args.extend, trials=len(frame), wall_s=extended.record.wall_s, argv=extended.record.argv,
+            uri=run.extend, trials=len(frame), wall_s=extended.record.wall_s, argv=extended.record.argv,
             seeds=extended.record.seeds)})
     storage.write_text(f"{exp_path}/{RECORD_FILE}", record.to_json())
+
+
+def _resume_record(storage: Storage, exp_path: str, run: RunConfig) -> None:
+    """On --resume: this driver run's configuration joins the record's list of runs."""
+    path = f"{exp_path}/{RECORD_FILE}"
+    record = parse_record(storage.read_text(path))
+    storage.write_text(path, record.model_copy(update={"runs": [*record.runs, run.recorded()]}).to_json())
 
 
 def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
     return storage.fs, f"{storage.experiment(exp.name)}/{SCHEDULER_STATE}"
 
 
-def _unshared_storage(storage: Storage, args: argparse.Namespace) -> str | None:
+def _unshared_storage(storage: Storage, run: RunConfig) -> str | None:
     """A local --storage path on a cluster of several nodes: each node would write its trials to its own disk
     (Ray fails only at the first checkpoint, and artifact syncing fails silently). Refused before any trial."""
-    if not args.address or storage.is_s3 or getattr(args, "storage_shared", False):
+    if not run.address or storage.is_s3 or run.storage_shared:
         return None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return None
-    return (f"--storage {args.storage}: a local path, but this Ray cluster has {len(nodes)} nodes, each with its own "
+    return (f"--storage {run.storage}: a local path, but this Ray cluster has {len(nodes)} nodes, each with its own "
             "disk: use s3://bucket/prefix (or an S3-compatible store through AWS_ENDPOINT_URL), or a folder every "
             "node mounts at the same path (NFS) declared with --storage-shared")
 
@@ -214,36 +217,37 @@ def _fit(tuner: tune.Tuner):
         signal.signal(signal.SIGTERM, previous_term)
 
 
-def _resume_command(args: argparse.Namespace) -> str:
-    argv = list(getattr(args, "argv", []))
+def _resume_command(run: RunConfig) -> str:
+    argv = list(run.argv)
     return "python run_search.py " + shlex.join(argv + ([] if "--resume" in argv else ["--resume"]))
 
 
-def _estimate(exp: Experiment, args: argparse.Namespace) -> tuple[float | None, str]:
+def _estimate(exp: Experiment, run: RunConfig) -> tuple[float | None, str]:
     """The --dry-run model's wall time for this search, on this machine (a cluster's workers are not here)."""
-    if args.address:
+    if run.address:
         return None, "not estimated: trials run on the cluster's workers"
     from search.dryrun import estimate
 
-    cpus, gpus = _resources(exp, args)
-    slots = max(int(ray.cluster_resources().get("CPU", 1) // cpus), 1)
-    concurrency = min(args.max_concurrent or exp.spec.search.max_concurrent or slots, slots, exp.trial_count())
-    est = estimate(exp, concurrency, max(args.probe_steps, 1), gpus, None, cpus)
+    cpus, gpus = _resources(run)
+    concurrency = run.concurrency(max(int(ray.cluster_resources().get("CPU", 1) // cpus), 1), exp.trial_count())
+    est = estimate(exp, concurrency, run.probe_steps, gpus, None, cpus)
     return est.seconds, f"{concurrency} concurrent trial(s), {est.threads} thread(s) each"
 
 
-def _storage_full(reason: str, storage: Storage, exp_path: str, args: argparse.Namespace) -> int:
+def _storage_full(reason: str, storage: Storage, exp_path: str, run: RunConfig) -> int:
     """The storage ran out: Tune saved the experiment; every finished trial's result is kept."""
     free = free_bytes(storage.fs, exp_path)
     room = f"{megabytes(free)} free" if free is not None else "an object store: check its quota"
     print(f"error: the storage is full: {storage.display(exp_path)} ({room}): {reason}. The search stopped "
           f"cleanly; finished trials are kept and unfinished ones continue from their last checkpoints. Free some "
           f"space (or lower what finished trials keep: --checkpoints none|rows|top), then continue with: "
-          f"{_resume_command(args)}", flush=True)
+          f"{_resume_command(run)}", flush=True)
     return EXIT_STORAGE_FULL
 
 
-def run(exp: Experiment, args: argparse.Namespace, storage: Storage, reporting: Reporting | None = None) -> int:
+def run_search(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExperiment | None = None,
+               reporting: Reporting | None = None) -> int:
+    """Run the configured experiment on Ray Tune (validated by search.cli and search.preflight); the exit code."""
     reporting = reporting or Reporting()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's CLIReporter with our columns
     # short epochs checkpoint often; the state snapshot that follows is cheap here, so skip the warning
@@ -253,22 +257,24 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage, reporting: 
     # ~0.1 ms a trial, so 1 s up to 100 trials and 10 s at 1 000 keep it near 1 % of the driver's time.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", f"{min(max(exp.trial_count() / 100, 1.0), 10.0):g}")
     started = time.monotonic()
-    dashboard = _init_ray(args)
-    unshared = _unshared_storage(storage, args)
+    dashboard = _init_ray(run)
+    unshared = _unshared_storage(storage, run)
     if unshared:
         print(f"error: {unshared}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     exp_path = storage.experiment(exp.name)
-    if not args.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
-        _start_record(exp, args, storage, exp_path)
-    callbacks, wandb_dir = _callbacks(exp, args, storage)
-    _watch_lines(exp, storage, dashboard, wandb_dir)
-    if not args.address:
+    if not run.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
+        _start_record(exp, run, storage, extended, exp_path)
+    else:
+        _resume_record(storage, exp_path, run)
+    wandb = _wandb(exp, run, storage)
+    _watch_lines(exp, storage, dashboard, wandb.dir if wandb else None)
+    if not run.address:
         _prepare_data(exp)
-    _, interrupted = _fit(_tuner(exp, args, storage, [*callbacks, CheckpointRetention(exp, storage)]))
-    full = storage_full_reason(storage, exp.name)
+    grid, interrupted = _fit(_tuner(exp, run, storage, extended, wandb, [CheckpointRetention(exp, storage)]))
+    full = storage_full_reason(grid)
     if full:
-        return _storage_full(full, storage, exp_path, args)
+        return _storage_full(full, storage, exp_path, run)
     try:
         results = load_results(storage.display(exp_path))
         storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
@@ -277,19 +283,19 @@ def run(exp: Experiment, args: argparse.Namespace, storage: Storage, reporting: 
         storage.write_text(record_path, record.finished_run(time.monotonic() - started, interrupted).to_json())
     except OSError as e:  # the storage went away at the very end: Tune's state is saved, the trials' too
         print(f"error: cannot read the results back from {storage.display(exp_path)} ({e}); finished trials are "
-              f"kept there: when it is reachable again, continue with: {_resume_command(args)}", flush=True)
+              f"kept there: when it is reachable again, continue with: {_resume_command(run)}", flush=True)
         return 1
     if reporting.summary is not None:
         print(reporting.summary(results.frame))
     print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
     if interrupted:
-        print(f"interrupted: finished trials are kept; continue with: {_resume_command(args)}", flush=True)
+        print(f"interrupted: finished trials are kept; continue with: {_resume_command(run)}", flush=True)
         return EXIT_INTERRUPTED
     errored = int((results.frame["status"] == "error").sum()) if not results.frame.empty else 0
     if errored:
         print(f"{errored} trial(s) ended in error (see the status column); retry them from their last "
-              f"checkpoints with: {_resume_command(args)}", flush=True)
-    if args.report and reporting.report is not None:
+              f"checkpoints with: {_resume_command(run)}", flush=True)
+    if run.report and reporting.report is not None:
         print(f"report: {reporting.report(storage.display(exp_path))}")
     posthoc = exp.spec.report.posthoc_tta
     if posthoc:

@@ -9,7 +9,6 @@ would compare different things.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -18,52 +17,30 @@ import pandas as pd
 from core.saved import SavedExperiment, read_saved
 from core.storage import Storage, split_experiment_uri
 from search.record import experiment_record
+from search.runconfig import RunConfig
 from search.spec import SpecError
 from search.trials import Experiment
 
 SAME_DESIGN = ("profile", "defaults", "set", "rows", "metric")
-BUDGET_UNITS = ("trials", "hours")
-
-
-def budget_flag(text: str | None) -> dict[str, float]:
-    """`--budget trials=40` or `--budget hours=2.5` (trial-hours), or both comma-separated."""
-    out: dict[str, float] = {}
-    for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
-        key, sep, value = part.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not sep or key.strip() not in BUDGET_UNITS or not number > 0:
-            raise SpecError(f"--budget: expected trials=N and/or hours=H with positive numbers; got {part!r}")
-        out[key.strip()] = number
-    return out
-
-
-def check_adaptive_flags(exp: Experiment, args: argparse.Namespace, storage: Storage) -> SavedExperiment | None:
-    """--budget and --extend need an adaptive design; the extended experiment must exist and match it."""
-    for flag, value in (("--budget", args.budget), ("--extend", args.extend)):
-        if value and exp.adaptive is None:
-            raise SpecError(f"{flag}: needs adaptive seeds (--seeds first=N,max=M, or a spec `seeds: {{first, max}}`)")
-    budget_flag(args.budget)
-    if not args.extend:
-        return None
-    if args.resume:
-        return None  # the extended trials were saved with the experiment when it started
+def check_extend(exp: Experiment, run: RunConfig, storage: Storage) -> SavedExperiment | None:
+    """The experiment `--extend` adds seeds to: it must exist and have run this design (the flags themselves were
+    checked as the run configuration resolved)."""
+    if not run.extend or run.resume:
+        return None  # on --resume the extended trials were saved with the experiment when it started
     try:
-        old = read_saved(args.extend)
+        old = read_saved(run.extend)
     except (OSError, ValueError) as e:
-        raise SpecError(f"--extend {args.extend}: {e}") from None
-    src_storage, src_name = split_experiment_uri(args.extend)
+        raise SpecError(f"--extend {run.extend}: {e}") from None
+    src_storage, src_name = split_experiment_uri(run.extend)
     if src_storage.display(src_storage.experiment(src_name)) == storage.display(storage.experiment(exp.name)):
-        raise SpecError(f"--extend {args.extend}: the extension is a new experiment: write it elsewhere (--storage "
+        raise SpecError(f"--extend {run.extend}: the extension is a new experiment: write it elsewhere (--storage "
                         "or --name)")
     before, now = old.record.model_dump(mode="json"), experiment_record(exp).model_dump(mode="json")
     changed = [k for k in SAME_DESIGN if before[k] != now[k]]
     if changed:
         detail = "; ".join(f"{k}: {json.dumps(before[k], default=str)[:70]} -> "
                            f"{json.dumps(now[k], default=str)[:70]}" for k in changed)
-        raise SpecError(f"--extend {args.extend}: it ran another design, so its seeds cannot pair with new ones "
+        raise SpecError(f"--extend {run.extend}: it ran another design, so its seeds cannot pair with new ones "
                         f"({detail}). Use the command it ran (`{old.command()}`) with the adaptive flags")
     return old
 

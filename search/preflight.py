@@ -6,7 +6,6 @@ exits 2. Nothing is written before every check has passed (a local storage direc
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 import shlex
@@ -16,12 +15,14 @@ from urllib.parse import urlparse
 
 from core.layout import RECORD_FILE, RESULTS_FILE
 from core.record import parse_record
+from core.saved import SavedExperiment
 from core.storage import STORAGE_SCHEMES, Storage, open_storage
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import DatasetError, open_dataset
 from mtl.models.encoder import PretrainedWeightsError, cached_weights, fetch_weights
-from search.extend import check_adaptive_flags
+from search.extend import check_extend
 from search.record import design_changes
+from search.runconfig import RunConfig
 from search.spec import SpecError
 from search.trials import Experiment
 
@@ -47,28 +48,21 @@ def parse_sets(items: list[str] | None, exp: Experiment) -> dict[str, Any]:
     return values
 
 
-def check_flags(args: argparse.Namespace) -> None:
-    """Resource and count flags: in range, and no more than this machine has when Ray is local."""
-    for flag, value, low in (("--max-concurrent", args.max_concurrent, 1),):
-        if value is not None and value < low:
-            raise SpecError(f"{flag} must be >= {low}, got {value}")
-    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
-        raise SpecError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial:g}")
-    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
-        raise SpecError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial:g}")
-    if getattr(args, "gpu_bench", None) and not Path(args.gpu_bench).is_file():
-        raise SpecError(f"--gpu-bench {args.gpu_bench}: file not found (write it with `python -m bench.gpu --out DIR`)")
-    if args.address:
+def check_flags(run: RunConfig, gpu_bench: str | None = None) -> None:
+    """Resources no more than this machine has when Ray is local (their ranges are checked as they resolve)."""
+    if gpu_bench and not Path(gpu_bench).is_file():
+        raise SpecError(f"--gpu-bench {gpu_bench}: file not found (write it with `python -m bench.gpu --out DIR`)")
+    if run.address:
         return  # a cluster's resources are known once we join it; Tune reports trials that cannot fit
     cpus = os.cpu_count() or 1
-    if args.cpus_per_trial is not None and args.cpus_per_trial > cpus:
-        raise SpecError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {cpus} CPUs (local Ray)")
-    if args.gpus_per_trial:
+    if "cpus_per_trial" in run.given and run.cpus_per_trial > cpus:
+        raise SpecError(f"--cpus-per-trial {run.cpus_per_trial:g}: this machine has {cpus} CPUs (local Ray)")
+    if "gpus_per_trial" in run.given and run.gpus_per_trial:
         import torch
 
         gpus = torch.cuda.device_count()
-        if args.gpus_per_trial > gpus:
-            raise SpecError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has {gpus} CUDA GPUs "
+        if run.gpus_per_trial > gpus:
+            raise SpecError(f"--gpus-per-trial {run.gpus_per_trial:g}: this machine has {gpus} CUDA GPUs "
                             "(local Ray); use 0 for CPU trials or --address to join a GPU cluster")
 
 
@@ -161,16 +155,16 @@ def check_local_storage(storage: Storage) -> None:
                 directory.rmdir()
 
 
-def check_spec_resources(exp: Experiment, args: argparse.Namespace) -> None:
+def check_spec_resources(exp: Experiment, run: RunConfig) -> None:
     """The spec's `resources` on a local Ray, as the flags are checked: trials asking for more than this machine
     has would wait forever."""
-    if args.address:
+    if run.address:
         return
-    cpus = args.cpus_per_trial or exp.spec.resources.cpus
+    cpus = run.cpus_per_trial
     if cpus > (os.cpu_count() or 1):
         raise SpecError(f"{exp.path}: key 'resources.cpus': {cpus:g} per trial, but this machine has "
                         f"{os.cpu_count() or 1} CPUs (local Ray); lower it, or --cpus-per-trial")
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else exp.spec.resources.gpus
+    gpus = run.gpus_per_trial
     if gpus:
         import torch
 
@@ -180,20 +174,21 @@ def check_spec_resources(exp: Experiment, args: argparse.Namespace) -> None:
                             "trials or --address to join a GPU cluster")
 
 
-def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
-    """Every check of a real run, cheapest first; returns the opened storage."""
-    check_flags(args)
-    check_spec_resources(exp, args)
-    check_storage_uri(args.storage)
-    if args.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
+def preflight(exp: Experiment, run: RunConfig) -> tuple[Storage, SavedExperiment | None]:
+    """Every check of a real run, cheapest first; returns the opened storage and, for `--extend`, the experiment
+    it extends."""
+    check_flags(run)
+    check_spec_resources(exp, run)
+    check_storage_uri(run.storage)
+    if run.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
         raise SpecError("--wandb online needs WANDB_API_KEY in the environment (it is never written anywhere)")
     check_data(exp)
-    ensure_weights(exp, args.argv)
+    ensure_weights(exp, list(run.argv))
     reference = exp.spec.report.single_task
     if reference and "://" not in reference and not (Path(reference) / RESULTS_FILE).is_file():
         print(f"warning: {exp.path}: key 'report.single_task': {reference} has no results.parquet yet (run "
               "ablations/single_task.yaml there); the report will have no Δm column until it has", flush=True)
-    storage = open_storage(args.storage)
+    storage = open_storage(run.storage)
     if storage.is_s3:
         from search.s3check import check_storage  # boto3 is only imported when it is needed
 
@@ -201,18 +196,20 @@ def preflight(exp: Experiment, args: argparse.Namespace) -> Storage:
     else:
         check_local_storage(storage)
     exists = storage.exists(f"{storage.experiment(exp.name)}/{RECORD_FILE}")
-    if args.resume and not exists:
-        raise SpecError(f"--resume: no experiment {exp.name!r} under {args.storage}")
-    if args.resume:
+    if run.resume and not exists:
+        raise SpecError(f"--resume: no experiment {exp.name!r} under {run.storage}")
+    if run.resume:
         recorded = parse_record(storage.read_text(f"{storage.experiment(exp.name)}/{RECORD_FILE}"))
+        conflicts = run.resume_conflicts(recorded.runs[0] if recorded.runs else None)
+        if conflicts:
+            raise SpecError(f"--resume: {conflicts[0]}")
         changes = design_changes(recorded, exp)
         if changes:
             raise SpecError(f"--resume: experiment {exp.name!r} was started with another design; changed: "
                             f"{'; '.join(changes[:6])}{' …' if len(changes) > 6 else ''}. Resume it with the command "
                             f"it started with (`{' '.join(recorded.argv)}` --resume), or start a new "
                             "experiment with --name")
-    if exists and not args.resume:
-        raise SpecError(f"experiment {exp.name!r} already exists under {args.storage}: continue it with --resume, "
+    if exists and not run.resume:
+        raise SpecError(f"experiment {exp.name!r} already exists under {run.storage}: continue it with --resume, "
                         "or start another with --name")
-    args.extended = check_adaptive_flags(exp, args, storage)
-    return storage
+    return storage, check_extend(exp, run, storage)

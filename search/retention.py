@@ -28,13 +28,17 @@ from search.trials import Experiment
 MANIFEST_FILE = CHECKPOINT_MANIFEST
 RUNNING_KEEP = 2  # full states a running trial keeps
 STORAGE_FULL = "storage_full"  # the `status` a trial reports when its checkpoint would not fit
-# experiment path -> why its storage ran out. Module-level: `Tuner.restore` runs the callback unpickled from the
-# experiment, not the driver's own instance
-_FULL: dict[str, str] = {}
 
 
-def storage_full_reason(storage: Storage, name: str) -> str | None:
-    return _FULL.pop(storage.experiment(name), None)
+def storage_full_reason(results) -> str | None:
+    """Why the storage ran out, from the trial that found it (Tune's ResultGrid: each trial's last result), or None.
+    Read from Tune's results, not from this callback: after `--resume`, Tune runs the callback it unpickled from the
+    experiment, not the driver's instance."""
+    for result in results or ():
+        metrics = result.metrics or {}
+        if metrics.get("status") == STORAGE_FULL:
+            return str(metrics.get("storage_full_reason") or "storage full")
+    return None
 
 
 def keep_rule(exp: Experiment) -> tuple[str, int | None]:
@@ -65,10 +69,11 @@ class CheckpointRetention(tune.Callback):
         self.manifest_path = f"{self.exp_path}/{MANIFEST_FILE}"
         self.kept: dict[str, dict[str, Any]] | None = None  # trial_id -> its entry in the manifest
         self.freed = 0
+        self.stopping = False  # the storage ran out and the search is stopping (once)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        if result.get("status") == STORAGE_FULL and self.exp_path not in _FULL:
-            _FULL[self.exp_path] = str(result.get("storage_full_reason") or "storage full")
+        if result.get("status") == STORAGE_FULL and not self.stopping:
+            self.stopping = True
             # stop as Ctrl-C does: Tune saves the experiment and every unfinished trial resumes from its last
             # checkpoint (a stopped trial would count as finished)
             os.kill(os.getpid(), signal.SIGINT)
@@ -103,7 +108,7 @@ class CheckpointRetention(tune.Callback):
             self._delete(self.kept.pop(loser)["path"])
 
     def _checkpoint_folders(self, trial) -> list[str]:
-        return [i.path for i in checkpoint_folders(self.storage.fs, trial.storage.trial_fs_path)]
+        return [i.path for i in checkpoint_folders(self.storage.fs, trial.path)]
 
     def _prune(self, trial, keep: str | None) -> None:
         """Delete the trial's checkpoint folders but `keep` (also half-written ones of a failed save)."""

@@ -24,6 +24,8 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from search.raycompat import running_trials, stop_trial
+
 
 class RankedASHAScheduler(ASHAScheduler):
     """Ray's ASHA, ranking trials on its own metric (e.g. `multitask_raw`) while Tune's TuneConfig keeps the
@@ -101,10 +103,10 @@ class SeedAwareASHAScheduler(FIFOScheduler):
     def _stop_siblings(self, tune_controller, row: str, current: Trial) -> None:
         """Stop the row's other running seeds now; their last reported result stays their final one. A seed that
         has not reported yet runs to its first report (then stops there), so every trial has a result."""
-        for other in tune_controller.get_trials():
+        for other in running_trials(tune_controller):
             if (other is not current and self._row(other) == row and other.status == Trial.RUNNING
                     and self.time_attr in (other.last_result or {})):
-                tune_controller.stop_trial(other)
+                stop_trial(tune_controller, other)
 
     def _decide(self, rung: float, row: str, force: bool = False) -> None:
         seen = self.values[rung][row]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from core.storage import checkpoint_folders, free_bytes, is_storage_full, megaby
 from mtl.checkpoint import staging_dir, sweep_staging
 from mtl.data.loading import decoded_key
 from mtl.train import train
+from search.raycompat import trial_storage
 from search.retention import STORAGE_FULL
 from search.trials import Experiment, format_value
 
@@ -53,7 +55,40 @@ def _artifact_dir() -> str:
     return path
 
 
-def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | None = None) -> None:
+@dataclass(frozen=True)
+class WandbSettings:
+    """W&B for every trial, through Ray's public `setup_wandb` inside the trial (each trial one run)."""
+
+    mode: str  # offline | online
+    project: str
+    group: str
+    dir: str  # where the run files go (offline: `wandb sync` them later)
+
+
+def _wandb_run(settings: WandbSettings | None, experiment: Experiment, config: dict[str, Any], cfg):
+    """The trial's W&B run, its config the whole resolved TrialConfig (Tune's trial config holds only the variant,
+    the seed and sampled keys), or None."""
+    if settings is None:
+        return None
+    from ray.air.integrations.wandb import setup_wandb
+
+    os.environ["WANDB_MODE"] = settings.mode  # setup_wandb reads it to skip the API key offline
+    os.makedirs(settings.dir, exist_ok=True)
+    return setup_wandb({"variant": config["variant"], **cfg.to_flat(), "cli_set": dict(experiment.sets)},
+                       project=settings.project, group=settings.group, mode=settings.mode, dir=settings.dir)
+
+
+def _wandb_finish(run) -> None:
+    if run is None:
+        return
+    import wandb
+
+    run.finish()
+    wandb.teardown()  # wandb-core writes the run's records after finish() returns: wait, before Ray ends the actor
+
+
+def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | None = None,
+              wandb: WandbSettings | None = None) -> None:
     """Function trainable: config in (variant, seed, sampled keys), `tune.report` out every epoch with a
     checkpoint; resumes from `tune.get_checkpoint()`; a diverged run ends with status "diverged". `shared`: decoded
     splits by `decoded_key`, put in Ray's object store once by the driver (read zero-copy by every trial of a node)."""
@@ -76,7 +111,11 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
             "time_actor_start_s": round(actor_start, 3),
             "time_trainable_setup_s": round(time.perf_counter() - entered, 3)}
 
+    logged = _wandb_run(wandb, experiment, config, cfg)
+
     def report(metrics: dict[str, Any], checkpoint_path: str | None) -> None:
+        if logged is not None:
+            logged.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         checkpoint = tune.Checkpoint.from_directory(checkpoint_path) if checkpoint_path else None
         try:
             if checkpoint_path:
@@ -94,9 +133,8 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
         reason = f"out of memory: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}"
         # Tune needs the search metric in every result: NaN, which no scheduler or table counts
         tune.report({**tags, "status": "error", "error_reason": reason, "epoch": 0, experiment.metric: float("nan")})
-
-
-SIMULATE_OOM_ENV = "MTL_TUNE_SIMULATE_OOM"  # test hook: trials of this variant run out of memory at once
+    finally:
+        _wandb_finish(logged)
 
 
 class StorageFullError(OSError):
@@ -106,11 +144,11 @@ class StorageFullError(OSError):
 def _check_room(checkpoint_path: str) -> None:
     """Refuse a checkpoint that would leave less than the reserve free (local storage; S3 tells no free space):
     failing here, before the disk is full, leaves room for Tune to save the experiment cleanly."""
-    storage = tune.get_context().get_storage()
-    free = free_bytes(storage.storage_filesystem, storage.trial_fs_path)
+    fs, trial_path = trial_storage()
+    free = free_bytes(fs, trial_path)
     need = tree_bytes(pafs.LocalFileSystem(), str(Path(checkpoint_path).resolve())) + STORAGE_RESERVE_BYTES
     if free is not None and free < need:
-        raise StorageFullError(28, f"no space left for a checkpoint: {storage.trial_fs_path} has {megabytes(free)} "
+        raise StorageFullError(28, f"no space left for a checkpoint: {trial_path} has {megabytes(free)} "
                                    f"free, the next checkpoint and a reserve need {megabytes(need)}")
 
 
@@ -129,15 +167,12 @@ def _resume_point(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | None:
     policy has deleted since), the newest one in storage."""
     if checkpoint is not None and checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
         return checkpoint
-    storage = tune.get_context().get_storage()  # also when Tune knows none: a killed driver's snapshot lags
-    fs = storage.storage_filesystem
-    newest = max(checkpoint_folders(fs, storage.trial_fs_path), key=lambda i: i.base_name, default=None)
+    fs, trial_path = trial_storage()  # also when Tune knows none: a killed driver's snapshot lags
+    newest = max(checkpoint_folders(fs, trial_path), key=lambda i: i.base_name, default=None)
     return tune.Checkpoint(newest.path, filesystem=fs) if newest else None
 
 
 def _train_or_resume(cfg, report, variant: str, decoded: dict | None, final: str = "full") -> None:
-    if os.environ.get(SIMULATE_OOM_ENV) == variant:
-        raise torch.OutOfMemoryError(f"simulated by {SIMULATE_OOM_ENV}: tried to allocate 2.00 GiB")
     previous = _resume_point(tune.get_checkpoint())
     if previous is None:
         train(cfg, report, decoded=decoded, final=final)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from functools import partial
 from typing import Any
 
 from ray import tune
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -16,7 +14,7 @@ from core.spaces import sampler
 from mtl.config import TrialConfig
 from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
 from search.spec import rank_metric
-from search.trainable import run_trial
+from search.trainable import WandbSettings, run_trial
 from search.trials import Experiment
 
 PROGRESS_METRICS = {"epoch": "epoch", "multitask": "multitask", "semseg_miou": "mIoU", "depth_silog": "SI-log",
@@ -98,9 +96,12 @@ def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple |
                            reuse_actors=not isinstance(chosen, SeedAwareASHAScheduler))
 
 
-def trainable(exp: Experiment, cpus: float, gpus: float, shared: dict | None = None):
-    """The function trainable with its resources; `shared` (decoded datasets) goes to Ray's object store once."""
-    return tune.with_resources(tune.with_parameters(run_trial, experiment=exp, shared=shared or {}),
+def trainable(exp: Experiment, cpus: float, gpus: float, shared: dict | None = None,
+              wandb: WandbSettings | None = None):
+    """The function trainable with its resources; `shared` (decoded datasets) goes to Ray's object store once.
+    Re-specified on `--resume` too (Tune restores everything else from the experiment): resources and W&B given
+    then apply to the resumed trials."""
+    return tune.with_resources(tune.with_parameters(run_trial, experiment=exp, shared=shared or {}, wandb=wandb),
                                {"cpu": cpus, "gpu": gpus})
 
 
@@ -115,29 +116,6 @@ def reporter(exp: Experiment) -> tune.CLIReporter:
                             print_intermediate_tables=True)
 
 
-class _FlushingLoggingActor(_WandbLoggingActor):
-    """Ray kills a logging actor as soon as its `run` returns, but wandb-core writes the run's records
-    after `wandb.finish()` returns: wait for it, or the first trials' offline runs stay empty."""
-
-    def run(self):
-        super().run()
-        self._wandb.teardown()
-
-
-class FullConfigWandbCallback(WandbLoggerCallback):
-    """W&B logging with the trial's whole resolved TrialConfig as the run config (Tune's trial config
-    only holds the variant, the seed and sampled keys)."""
-
-    _logger_actor_cls = _FlushingLoggingActor
-
-    def __init__(self, experiment: Experiment, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._resolve = partial(_full_config, experiment)
-
-    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
-        wandb_init_kwargs["config"] = self._resolve(trial.config)
-        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
-
-
-def _full_config(exp: Experiment, config: dict[str, Any]) -> dict[str, Any]:
+def full_config(exp: Experiment, config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's whole resolved TrialConfig (what W&B logs as the run's config)."""
     return {"variant": config["variant"], **exp.trial_config(config).to_flat(), "cli_set": dict(exp.sets)}

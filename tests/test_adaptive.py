@@ -15,7 +15,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from search.adaptive import AdaptiveSeeds, paired_diffs
-from search.extend import budget_flag
+from search.runconfig import parse_budget as budget_flag
 from search.spec import SpecError
 
 BASE = "base"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import ray
@@ -9,16 +12,18 @@ from conftest import write_spec
 
 from analysis.report import build_report
 from app.cli import main
-from search.trainable import SIMULATE_OOM_ENV
 
 pytestmark = pytest.mark.slow
 
 
-def test_out_of_memory_trial_is_an_error_and_the_search_goes_on(tmp_path, monkeypatch):
+def test_out_of_memory_trial_is_an_error_and_the_search_goes_on(tmp_path):
     if ray.is_initialized():
         ray.shutdown()
-    monkeypatch.setenv(SIMULATE_OOM_ENV, "greedy")  # Ray's workers inherit it from this process
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path},
+                          "worker_process_setup_hook": "faultinject.oom_in_greedy_trials"})
     try:
         spec = write_spec(tmp_path, """
 fixed: {optimizer: adam, lr: 1.0e-3}
@@ -31,7 +36,7 @@ variants:
         ray.shutdown()
     df = pd.read_parquet(tmp_path / "r" / "oom" / "results.parquet").set_index("variant")
     assert df.loc["lean", "status"] == "completed" and df.loc["greedy", "status"] == "error"
-    assert df.loc["greedy", "error"].startswith("out of memory: simulated by")
+    assert df.loc["greedy", "error"].startswith("out of memory: injected by tests/faultinject.py")
     assert build_report(str(tmp_path / "r" / "oom"))
     table = (tmp_path / "r" / "oom" / "report" / "table.md").read_text()
-    assert "0/1 completed; 1 error (out of memory: simulated by MTL_TUNE_SIMULATE_OOM" in table
+    assert "0/1 completed; 1 error (out of memory: injected by tests/faultinject.py" in table

@@ -11,6 +11,7 @@ from app.cli import main
 from mtl.models.encoder import PretrainedWeightsError, _reachable, fetch_weights
 
 TASK_WEIGHTS = str(REPO / "ablations" / "task_weights.yaml")
+DEPTH_LOSS = str(REPO / "ablations" / "depth_loss.yaml")
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def no_ray(monkeypatch, tmp_path):
     import search.driver
 
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray must not start on bad input"))
-    monkeypatch.setattr(search.driver, "run", lambda *a, **k: pytest.fail("the search must not start"))
+    monkeypatch.setattr(search.driver, "run_search", lambda *a, **k: pytest.fail("the search must not start"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -149,6 +150,35 @@ def test_resume_under_another_design_is_refused_before_ray(no_ray, capsys):
     _refused(capsys, [TASK_WEIGHTS, "--profile", "cpu", "--resume", "--no-dashboard"], 'profile: "smoke" -> "cpu"')
     _refused(capsys, [TASK_WEIGHTS, "--profile", "smoke", "--resume", "--seeds", "3", "--no-dashboard"],
              "seeds: [0, 1] -> [0, 1, 2]")
+
+
+@pytest.mark.parametrize(("flag", "started", "message"), [
+    (["--max-concurrent", "2"], "--max-concurrent 1", "--max-concurrent 2: this experiment started with 1, and Tune "
+                                                      "restores the experiment's concurrency limit"),
+    (["--budget", "trials=9"], "--budget trials=12", "--budget trials=9: this experiment started with trials=12"),
+    (["--extend", "docs/findings/depth_loss"], "", "--extend docs/findings/depth_loss: this experiment started with "
+                                                   "none"),
+])
+def test_an_option_tune_restores_cannot_change_on_resume(no_ray, capsys, flag, started, message):
+    """Every option given with --resume is honoured or refused: one fixed when the experiment started (Tune
+    restores it from its own state) is refused with exit 2 before Ray, naming it and why."""
+    from search.cli import _experiment, parse_args
+    from search.record import experiment_record
+    from search.runconfig import resolve
+
+    base = [DEPTH_LOSS, "--profile", "smoke", "--seeds", "first=2,max=4", "--compare", "L1 vs L2"]
+    start = [*base, *started.split()]
+    exp = _experiment(parse_args(start)).configure("smoke", sets={"pretrained": False})
+    run = resolve(parse_args(start), exp, start)
+    exp_dir = no_ray / "results" / "depth_loss"
+    exp_dir.mkdir(parents=True)
+    record = experiment_record(exp).model_copy(update={"runs": [run.recorded()]})
+    (exp_dir / "mtl_experiment.json").write_text(record.to_json())
+    err = _refused(capsys, [*base, "--set", "pretrained=false", "--resume", "--no-dashboard", *flag], message)
+    assert "resume without" in err and "or start a new experiment with --name" in err
+    # the same value again (or none) is no change
+    for again in ([*base, "--resume", *started.split()], [*base, "--resume"]):
+        assert resolve(parse_args(again), exp, again).resume_conflicts(run.recorded()) == []
 
 
 def test_a_spec_asking_for_gpus_this_machine_lacks_is_refused(no_ray, capsys, tmp_path):

@@ -169,13 +169,15 @@ def test_sigint_then_resume_finishes_without_rerunning(ray_local, tmp_path):
     assert "(partial results)" in (tmp_path / "partial" / "table.md").read_text()
 
     assert main([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
-                 "--resume"]) == 0
+                 "--resume", "--cpus-per-trial", "0.5"]) == 0  # a resource flag applies to the resumed run
     assert result_epochs(trial_dir(exp_dir, "short")) == [1, 2]  # finished: not run again
     resumed = result_epochs(trial_dir(exp_dir, "long"))[len(before):]
     assert resumed[-1] == 8 and resumed[0] >= 3  # continued from its checkpoint, not from epoch 1
     df = pd.read_parquet(exp_dir / "results.parquet")
     assert sorted(df["status"]) == ["completed", "completed"] and len(df) == 2
     record = json.loads((exp_dir / "mtl_experiment.json").read_text())
+    # each driver run's resolved configuration is recorded: the flags given on --resume are kept, not dropped
+    assert [(r["resume"], r["cpus_per_trial"]) for r in record["runs"]] == [(False, 1.0), (True, 0.5)]
     assert len(record["wall_s_runs"]) == 2 and record["wall_s"] == pytest.approx(sum(record["wall_s_runs"]), abs=0.2)
     build_report(str(exp_dir), str(tmp_path / "final"), formats=("md",))
     assert "measured over 2 driver runs" in (tmp_path / "final" / "table.md").read_text()
