@@ -31,9 +31,15 @@ class Paired:
 
 
 def _finite(values: Mapping | pd.Series) -> dict:
-    items = values.items()
+    """seed -> value, for the values that are finite numbers."""
+    if isinstance(values, pd.Series):
+        try:
+            numbers = values.to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        return {s: v for s, v in zip(values.index.tolist(), numbers.tolist(), strict=True) if math.isfinite(v)}
     out = {}
-    for seed, value in items:
+    for seed, value in values.items():
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -45,9 +51,9 @@ def _finite(values: Mapping | pd.Series) -> dict:
 
 def paired_differences(variant: Mapping | pd.Series, reference: Mapping | pd.Series) -> Paired:
     """variant - reference on the seeds both have a finite value for (both: seed -> value)."""
-    if (isinstance(variant, pd.Series) and not variant.index.is_unique) or \
-            (isinstance(reference, pd.Series) and not reference.index.is_unique):
-        raise ValueError("paired_differences: a seed appears twice on one side")
+    for side in (variant, reference):
+        if isinstance(side, pd.Series) and not side.index.is_unique:
+            raise ValueError("paired_differences: a seed appears twice on one side")
     a, b = _finite(variant), _finite(reference)
     shared = sorted(set(a) & set(b))
     dropped = tuple(sorted(set(a) ^ set(b)))
