@@ -78,7 +78,7 @@ class ExperimentRecord(BaseModel):
     trial_config_fields: list[str] = Field(default_factory=list)
     adaptive: dict[str, Any] | None = None
     comparisons: list[list[str]] = Field(default_factory=list)
-    runs: list[dict[str, Any]] = Field(default_factory=list)  # each driver run's resolved configuration (search.runconfig)
+    runs: list[dict[str, Any]] = Field(default_factory=list)  # each driver run's configuration (search.runconfig)
     estimate_s: float | None = None
     estimate_how: str | None = None
     extends: Extends | None = None
@@ -90,6 +90,11 @@ class ExperimentRecord(BaseModel):
     @property
     def row_names(self) -> list[str]:
         return [r.name for r in self.rows]
+
+    @property
+    def objectives(self) -> dict[str, str] | None:
+        """{metric: max|min} of a multi-objective experiment (the spec's `objectives`), else None."""
+        return dict(self.spec.get("objectives") or {}) or None
 
     @property
     def design(self) -> Design:

@@ -16,8 +16,16 @@ from search.preflight import check_flags, check_storage_uri, missing_weights, pa
 from search.record import EXIT_BAD_INPUT
 from search.reporting import Reporting
 from search.runconfig import RunConfig, local_slots, resolve
-from search.spec import SeedsBlock, SpecError, check_metric, checkpoints_flag, scheduler_flag, seeds_flag
-from search.trials import Experiment, check_grace_period, load_experiment, with_seeds
+from search.spec import (
+    SeedsBlock,
+    SpecError,
+    check_metric,
+    checkpoints_flag,
+    objectives_flag,
+    scheduler_flag,
+    seeds_flag,
+)
+from search.trials import Experiment, check_grace_period, check_objectives_fit, load_experiment, with_seeds
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -57,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="TYPE[,KEY=VALUE...]",
                    help="replace the spec's scheduler: none, asha or median, with grace_period, reduction_factor, "
                         "seed_aware (e.g. asha,grace_period=1,seed_aware=false)")
+    p.add_argument("--objectives", metavar="METRIC=max|min,...",
+                   help="search and report two or more metrics together, e.g. semseg_miou=max,depth_silog=min "
+                        "(replaces the spec's objectives)")
     p.add_argument("--checkpoints", metavar="KEEP[,KEY=VALUE...]",
                    help="what finished trials keep: auto, none, rows, top or all, with top=K and state=weights|full "
                         "(e.g. top,top=5); default: the spec's checkpoints block")
@@ -98,6 +109,10 @@ def _experiment(args: argparse.Namespace) -> Experiment:
     if args.checkpoints is not None:
         block = checkpoints_flag(args.checkpoints, exp.spec.checkpoints)
         exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"checkpoints": block}))
+    if args.objectives is not None:
+        objectives = objectives_flag(args.objectives)
+        exp = dataclasses.replace(exp, spec=exp.spec.model_copy(update={"objectives": objectives}))
+    check_objectives_fit(exp, "--objectives" if args.objectives else exp.path)
     return exp
 
 

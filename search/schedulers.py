@@ -83,8 +83,13 @@ class SeedAwareASHAScheduler(FIFOScheduler):
             self._stop_siblings(tune_controller, row, trial)
         return action
 
+    def _score(self, result: dict):
+        """The result as this scheduler ranks it, larger is better: the metric, sign-flipped for "min"; no score
+        (e.g. a single-task row ranked on multitask_raw) ranks last, not never."""
+        value = float(result[self._metric])
+        return (value if self._mode == "max" else -value) if math.isfinite(value) else -math.inf
+
     def _record(self, trial: Trial, row: str, t: float, result: dict) -> str:
-        sign = 1.0 if self._mode == "max" else -1.0
         for i, rung in enumerate(self.rungs):
             following = self.rungs[i + 1] if i + 1 < len(self.rungs) else math.inf
             if t >= following and self.values[rung][row] and row not in self.decided[rung]:
@@ -93,9 +98,7 @@ class SeedAwareASHAScheduler(FIFOScheduler):
                 if row in self.stopped_rows:
                     return TrialScheduler.STOP
             if t >= rung and trial.trial_id not in self.values[rung][row]:
-                value = float(result[self._metric])
-                # no score (e.g. a single-task row ranked on multitask_raw) ranks last, not never
-                self.values[rung][row][trial.trial_id] = sign * value if math.isfinite(value) else -math.inf
+                self.values[rung][row][trial.trial_id] = self._score(result)
                 self._decide(rung, row)
                 break
         return TrialScheduler.STOP if row in self.stopped_rows else TrialScheduler.CONTINUE
@@ -148,6 +151,9 @@ class SeedAwareASHAScheduler(FIFOScheduler):
                 state = json.loads(f.read())
         except (OSError, ValueError):
             return
+        self._restore_state(state)
+
+    def _restore_state(self, state: dict) -> None:
         for rung, rows in state["values"].items():
             for row, seen in rows.items():
                 self.values[float(rung)][row] = {t: float(v) for t, v in seen.items()}

@@ -185,6 +185,9 @@ class Spec(_Strict):
     scheduler: SchedulerBlock = SchedulerBlock()
     metric: str = "multitask"
     mode: Literal["max", "min"] | None = None
+    # two or more reported metrics with their directions, e.g. {semseg_miou: max, depth_silog: min}: Optuna searches
+    # them together, ASHA ranks rows by non-dominated sorting, the report draws and tests their trade-off
+    objectives: dict[str, Literal["max", "min"]] | None = None
     resources: ResourcesBlock = ResourcesBlock()
     report: ReportBlock = ReportBlock()
     trial_price_per_hour: float | None = Field(None, ge=0)
@@ -281,6 +284,31 @@ def metric_mode(spec: Spec, path: Path) -> str:
     if spec.scheduler.metric is not None:
         check_metric(spec.scheduler.metric, "scheduler.metric", path)
     return spec.mode or ("min" if spec.metric in LOWER_IS_BETTER else "max")
+
+
+def check_objectives(objectives: dict[str, str] | None, path: Path | str, key: str = "key 'objectives'") -> None:
+    """Two or more reported metrics, each max or min (the directions are checked as the spec parses)."""
+    if objectives is None:
+        return
+    if len(objectives) < 2:
+        raise SpecError(f"{path}: {key}: needs two or more metrics with their directions, e.g. "
+                        "{semseg_miou: max, depth_silog: min}; a single one is `metric:`")
+    for name, direction in objectives.items():
+        check_metric(name, f"objectives.{name}", path)
+        if direction not in ("max", "min"):
+            raise SpecError(f"{path}: {key}: {name}: {direction!r}: allowed: max, min")
+
+
+def objectives_flag(text: str) -> dict[str, str]:
+    """`--objectives semseg_miou=max,depth_silog=min`."""
+    out = {}
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        name, sep, direction = part.partition("=")
+        if not sep or direction.strip() not in ("max", "min"):
+            raise SpecError(f"--objectives: expected METRIC=max|min, comma-separated; got {part!r}")
+        out[name.strip()] = direction.strip()
+    check_objectives(out, "--objectives", "the flag")
+    return out
 
 
 def check_metric(metric: str, key: str, path: Path | str) -> None:

@@ -13,7 +13,16 @@ from typing import Any
 
 from mtl.config import ConfigError, TrialConfig
 from mtl.profiles import PROFILES
-from search.spec import SAMPLERS, SeedsBlock, Spec, SpecError, check_trial_keys, metric_mode, parse_spec
+from search.spec import (
+    SAMPLERS,
+    SeedsBlock,
+    Spec,
+    SpecError,
+    check_objectives,
+    check_trial_keys,
+    metric_mode,
+    parse_spec,
+)
 
 REPORT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1",
                   "parameters", "peak_memory_mb", "train_time_s", "train_img_per_s", "epochs_run", "cost")
@@ -44,6 +53,11 @@ class Experiment:
     defaults: dict[str, Any] = field(default_factory=dict)  # fixed + profile + data + --set
     sets: dict[str, Any] = field(default_factory=dict)  # `--set key=value` overrides of fixed keys
     adaptive: SeedsBlock | None = None  # seeds added round by round (search/adaptive.py); `seeds` holds all `max`
+
+    @property
+    def objectives(self) -> dict[str, str] | None:
+        """{metric: max|min} of a multi-objective experiment, else None (one metric: `metric`, `mode`)."""
+        return dict(self.spec.objectives) if self.spec.objectives else None
 
     @property
     def space(self) -> dict[str, dict[str, Any]]:
@@ -118,6 +132,21 @@ def with_seeds(exp: Experiment, seeds: int | list[int] | SeedsBlock, where: str)
         raise SpecError(f"{where}: optuna proposes each trial itself; replicate with num_samples instead")
     values = tuple(seeds) if isinstance(seeds, list) else tuple(range(start, start + seeds))
     return replace(exp, seeds=values, adaptive=None)
+
+
+def check_objectives_fit(exp: Experiment, where: str) -> None:
+    """Objectives with what serves one metric only: refused, naming the key."""
+    if exp.objectives is None:
+        return
+    if exp.adaptive is not None:
+        raise SpecError(f"{where}: key 'objectives': adaptive seeds test one metric (`metric:`, the group-sequential "
+                        "test); use a fixed number of seeds with objectives")
+    if exp.scheduler == "median":
+        raise SpecError(f"{where}: key 'objectives': the median stopping rule ranks one metric; use scheduler asha "
+                        "(ranked by non-dominated sorting) or none")
+    if exp.scheduler == "asha" and exp.spec.scheduler.metric is not None:
+        raise SpecError(f"{where}: key 'scheduler.metric': with objectives ASHA ranks by non-dominated sorting on "
+                        "the objectives; remove scheduler.metric")
 
 
 def _check_adaptive(exp: Experiment, block: SeedsBlock, where: str) -> None:
@@ -279,6 +308,8 @@ def load_experiment(path: str | Path) -> Experiment:
                      ablated=ablated, metric=spec.metric, mode=metric_mode(spec, path), algorithm=algorithm,
                      scheduler=spec.scheduler.type or ("asha" if spec.space else "none"),
                      defaults=dict(spec.fixed))
+    check_objectives(spec.objectives, path)
     exp = with_seeds(exp, spec.seeds, f"{path}: key 'seeds'")
+    check_objectives_fit(exp, str(path))
     _validate_configs(exp)
     return exp

@@ -12,6 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from core.spaces import sampler
 from mtl.config import TrialConfig
+from search.pareto_asha import ParetoASHAScheduler
 from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
 from search.spec import rank_metric
 from search.trainable import WandbSettings, run_trial
@@ -43,6 +44,12 @@ def scheduler(exp: Experiment, state_file: tuple | None = None) -> TrialSchedule
     s = exp.spec.scheduler
     # sampled trials are rows of one; seed_aware: false asks for Ray's per-trial ASHA
     metric, mode = rank_metric(exp.metric, exp.mode, s)
+    if exp.scheduler == "asha" and exp.objectives:
+        # rows (or sampled trials) ranked by non-dominated sorting on their seed means (search/pareto_asha.py)
+        sampled = bool(exp.space)
+        return ParetoASHAScheduler(exp.objectives, seeds=1 if sampled else len(exp.seeds), max_t=max_epochs(exp),
+                                   grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+                                   group_by="trial_id" if sampled else "variant", state_file=state_file)
     if exp.scheduler == "asha" and s.seed_aware and len(exp.seeds) > 1 and not exp.space:
         # rows replicated over seeds: promote or stop a row on its seed mean (search/schedulers.py)
         return SeedAwareASHAScheduler(seeds=len(exp.seeds), max_t=max_epochs(exp), grace_period=s.grace_period,
@@ -59,7 +66,11 @@ def scheduler(exp: Experiment, state_file: tuple | None = None) -> TrialSchedule
 def search_alg(exp: Experiment, max_concurrent: int | None) -> Searcher | None:
     if exp.algorithm != "optuna":
         return None
-    optuna = OptunaSearch(metric=exp.metric, mode=exp.mode, seed=exp.seeds[0])
+    objectives = exp.objectives
+    if objectives:  # Optuna's multi-objective study (its default sampler for several objectives: NSGA-II)
+        optuna = OptunaSearch(metric=list(objectives), mode=list(objectives.values()), seed=exp.seeds[0])
+    else:
+        optuna = OptunaSearch(metric=exp.metric, mode=exp.mode, seed=exp.seeds[0])
     return ConcurrencyLimiter(optuna, max_concurrent=max_concurrent) if max_concurrent else optuna
 
 
@@ -86,7 +97,11 @@ def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple |
         searcher = search_alg(exp, max_concurrent)
         samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1
     chosen = scheduler(exp, state_file)
-    return tune.TuneConfig(metric=exp.metric, mode=exp.mode, scheduler=chosen, search_alg=searcher,
+    # with several objectives Tune's own metric stays unset: Tune would hand its one metric to OptunaSearch, which
+    # then replaces its list of objectives with it (set_search_properties) and the study sees one value
+    several = exp.objectives is not None and exp.algorithm == "optuna"
+    return tune.TuneConfig(metric=None if several else exp.metric, mode=None if several else exp.mode,
+                           scheduler=chosen, search_alg=searcher,
                            num_samples=samples, max_concurrent_trials=None if searcher else max_concurrent,
                            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
                            # a trial's worker process runs the next trial too: starting one (Python, torch, Ray)
