@@ -34,6 +34,7 @@ from analysis.tables import (
     trend_lines,
     wandb_sheet,
 )
+from analysis.tradeoff import Section, report_section
 from core.layout import RESULTS_FILE
 from core.record import ExperimentRecord
 from core.results import ExperimentResults, load_results, storage_use
@@ -120,8 +121,15 @@ _SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];do
 i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
 
 
+def _front_html(front: Section | None) -> str:
+    if front is None or front.table is None:
+        return ""
+    return f"<h2>Trade-off</h2>{_html_table(front.table.map(lambda v: html.escape(str(v))))}<p>" \
+        f"{html.escape(front.note)}</p>"
+
+
 def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, figures: list[Path],
-          notes: list[str]) -> str:
+          notes: list[str], front: Section | None = None) -> str:
     rec = res.record
     banner = ""
     if res.partial:
@@ -143,7 +151,7 @@ def _html(res: ExperimentResults, table: pd.DataFrame, trials: pd.DataFrame, fig
 in.</p>{_html_table(table)}<p>{html.escape(notes[0])}</p>
 <h2>{_notes_heading(rec)}</h2><ul>{''.join(f"<li>{html.escape(n)}</li>" for n in notes[1:-1]) or
 "<li>No ordered numeric axis in this experiment.</li>"}</ul><p>{html.escape(notes[-1])}</p>
-{_posthoc_section(res)}<h2>Trials</h2>{_html_table(trials)}
+{_front_html(front)}{_posthoc_section(res)}<h2>Trials</h2>{_html_table(trials)}
 <h2>Figures</h2>{''.join(_img(f) for f in figures)}
 <h2>Spec and profile</h2><pre>{html.escape(spec_text)}</pre><script>{_SCRIPT}</script></body></html>"""
 
@@ -161,9 +169,11 @@ def _posthoc_section(res: ExperimentResults) -> str:
 
 
 def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, fits: pd.DataFrame,
-             out: Path) -> list[Path]:
+             out: Path, trade: Section | None) -> list[Path]:
+    # with objectives the trade-off figure replaces the scatter of multitask against cost
+    scatter = trade.figure if trade is not None else plots.scatter(res.frame, out / "scatter.png")
     figs = [plots.curves(res, rows, out / "curves.png"), plots.deltas(stats_df, out / "deltas.png"),
-            plots.scatter(res.frame, out / "scatter.png"), plots.trends(res.frame, fits, out / "trends.png"),
+            scatter, plots.trends(res.frame, fits, out / "trends.png"),
             plots.predictions(res, rows, out / "predictions.png", images=2 if len(rows) <= 3 else 1)]
     return [f for f in figs if f is not None]
 
@@ -187,15 +197,19 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     shown = (f" The table shows the best {len(rows)} of {len(res.frame)} sampled trials (all of them are in "
              "trials.parquet and the search figures)." if len(rows) < len(res.frame) and
              res.record.spec.get("space") else "")
+    trade = report_section(res.frame, rows, res.record.objectives, res.record.spec["report"].get("reference_point"),
+                           bool(res.record.spec.get("space")), out)
     notes = [stats_footnote(stats_df) + (f" {dm_note}" if dm_note else "") + shown, *trend_lines(fits),
-             *search_notes]
+             *search_notes, *([trade.note] if trade else [])]
+    front = f"\n\n## Trade-off\n\n{trade.table.to_markdown(index=False)}\n\n{trade.note}\n" \
+        if trade is not None and trade.table is not None else ""
     timing = "\n\n".join(t for t in (time_split(res.frame), estimate_line(res.record), storage_use(res)) if t)
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
         title = f"# {res.name}" + (" (partial results)" if res.partial else "")
         lines = "".join(f"- {n}\n" for n in notes[1:])
         (out / "table.md").write_text(f"{title}\n\n{table.to_markdown(index=False)}\n\n{notes[0]}\n\n{lines}\n"
-                                      f"{timing}\n")
+                                      f"{timing}\n{front}")
     if "tex" in formats:
         (out / "table.tex").write_text(_latex(make_table))
     if "csv" in formats:
@@ -203,6 +217,8 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
         stats_df.to_csv(out / "stats.csv", index=False)
         if not dm.empty:
             dm.to_csv(out / "delta_m.csv", index=False)
+        if trade is not None and trade.table is not None:
+            trade.table.to_csv(out / "front.csv", index=False)
         fits.to_csv(out / "trends.csv", index=False)
         wandb_sheet(res.frame, res.record.ablated).to_csv(out / "wandb_sheet.csv", index=False)
     if "parquet" in formats:
@@ -211,8 +227,8 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     if "html" in formats:
         html_table = make_table(lambda s: f"<strong>{html.escape(s)}</strong>")
         html_table = html_table.map(lambda v: v if str(v).startswith("<strong>") else html.escape(str(v)))
-        figures = search_figures + _figures(res, rows, stats_df, fits, out)
-        (out / "report.html").write_text(_html(res, html_table, trials, figures, [*notes, timing]))
+        figures = search_figures + _figures(res, rows, stats_df, fits, out, trade)
+        (out / "report.html").write_text(_html(res, html_table, trials, figures, [*notes, timing], trade))
     (out / "report.json").write_text(json.dumps({"partial": res.partial, "rows": rows, "baseline": baseline}))
     return out / "report.html"
 

@@ -16,6 +16,12 @@ import torch
 from mtl.data.depth_io import DEPTH_MAX, DEPTH_MIN
 from mtl.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
+# The worst value each reported metric sensibly takes: a trade-off's hypervolume is measured up to these unless a
+# spec declares its own reference point (report.reference_point). mIoU and δ<1.25 cannot go below 0; SI-log ×100
+# past 100 and abs rel past 1 mean a model that has learned nothing of depth.
+WORST_VALUES = {"semseg_miou": 0.0, "depth_silog": 100.0, "multitask": 0.0, "multitask_raw": -100.0,
+                "depth_abs_rel": 1.0, "depth_delta1": 0.0}
+
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES,
                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

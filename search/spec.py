@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mtl.config import TrialConfig, validation_message
+from mtl.metrics import WORST_VALUES
 
 
 class SpecError(ValueError):
@@ -160,6 +161,8 @@ class ReportBlock(_Strict):
     single_task: str | None = None  # an experiment (dir or s3://) with single-task rows: the table gains Δm %
     # {metric: margin}: a difference within ±margin counts as none, and "no difference" can be shown (TOST)
     equivalence_margin: dict[str, float] | None = None
+    # {metric: value}: the hypervolume's reference point for the objectives (default: mtl.metrics.WORST_VALUES)
+    reference_point: dict[str, float] | None = None
 
     @field_validator("equivalence_margin")
     @classmethod
@@ -297,6 +300,19 @@ def check_objectives(objectives: dict[str, str] | None, path: Path | str, key: s
         check_metric(name, f"objectives.{name}", path)
         if direction not in ("max", "min"):
             raise SpecError(f"{path}: {key}: {name}: {direction!r}: allowed: max, min")
+
+
+def check_reference_point(objectives: dict[str, str] | None, declared: dict[str, float] | None,
+                          path: Path | str) -> None:
+    """Every objective needs a hypervolume reference point: declared, or a metric's known worst value."""
+    for name in declared or {}:
+        if not objectives or name not in objectives:
+            raise SpecError(f"{path}: key 'report.reference_point.{name}': not an objective; objectives: "
+                            f"{', '.join(objectives or {}) or 'none'}")
+    missing = [m for m in objectives or {} if m not in (declared or {}) and m not in WORST_VALUES]
+    if missing:
+        raise SpecError(f"{path}: key 'report.reference_point': {missing[0]} has no default worst value; declare "
+                        f"one, e.g. report: {{reference_point: {{{missing[0]}: VALUE}}}}")
 
 
 def objectives_flag(text: str) -> dict[str, str]:

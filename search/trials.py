@@ -19,6 +19,7 @@ from search.spec import (
     Spec,
     SpecError,
     check_objectives,
+    check_reference_point,
     check_trial_keys,
     metric_mode,
     parse_spec,
@@ -136,6 +137,7 @@ def with_seeds(exp: Experiment, seeds: int | list[int] | SeedsBlock, where: str)
 
 def check_objectives_fit(exp: Experiment, where: str) -> None:
     """Objectives with what serves one metric only: refused, naming the key."""
+    check_reference_point(exp.objectives, exp.spec.report.reference_point, where)
     if exp.objectives is None:
         return
     if exp.adaptive is not None:
