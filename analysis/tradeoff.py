@@ -19,7 +19,15 @@ import pandas as pd
 from analysis.tables import LABELS
 from mtl.metrics import WORST_VALUES
 from stats.inference import ALPHA
-from stats.pareto import Dominance, dominance_table, hypervolume, hypervolume_over_seeds, mean_ci, nondominated
+from stats.pareto import (
+    Dominance,
+    attainment_surface,
+    dominance_table,
+    hypervolume,
+    hypervolume_over_seeds,
+    mean_ci,
+    nondominated,
+)
 
 
 def reference_point(objectives: dict[str, str], declared: dict[str, float] | None) -> list[float] | None:
@@ -136,6 +144,10 @@ def _panel(ax, done: pd.DataFrame, result: TradeOff, x: str, y: str) -> None:
     front = means[on & np.array([r not in dominated for r in table.index])]
     front = front[np.argsort(front[:, 0])]
     ax.plot(front[:, 0], front[:, 1], color="k", lw=1, ls="--", alpha=0.6, label="front (non-dominated rows)")
+    surface = attainment_surface(done, list(table.index), {x: result.objectives[x], y: result.objectives[y]})
+    if surface is not None:
+        ax.plot(surface[:, 0], surface[:, 1], color="tab:gray", lw=1, ls=":",
+                label=f"median attainment surface ({done['seed'].nunique()} seeds)")
     ax.set(xlabel=f"{LABELS.get(x, x)} ({'higher' if result.objectives[x] == 'max' else 'lower'} is better)",
            ylabel=f"{LABELS.get(y, y)} ({'higher' if result.objectives[y] == 'max' else 'lower'} is better)")
     ax.grid(alpha=0.3)

@@ -17,6 +17,7 @@ table, so the family-wise error of every dominance the table claims is ≤ α.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -174,3 +175,23 @@ def dominance_table(frame: pd.DataFrame, rows: Sequence[str], objectives: Mappin
             table.at[pair["worse"], "dominated_by"] = pair["better"]
             table.at[pair["worse"], "p_holm"] = pair["p_holm"]
     return Dominance(table, pair_frame, alpha)
+
+
+def attainment_surface(frame: pd.DataFrame, rows: Sequence[str], objectives: Mapping[str, str],
+                       percentile: float = 50.0) -> np.ndarray | None:
+    """The `percentile` % attainment surface of the empirical attainment function over seeds (moocore): each seed's
+    results of `rows` are one run's set of points; the surface bounds what at least that share of seeds attained.
+    Two objectives only: the staircase's corners as an (m, 2) polyline in the objectives' own units, or None."""
+    names, directions = list(objectives), list(objectives.values())
+    done = frame[frame["variant"].isin(rows)]
+    if len(names) != 2 or done["seed"].nunique() < 2:
+        return None
+    points = as_minimised(done[names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float), directions)
+    ok = np.isfinite(points).all(axis=1)
+    seeds = pd.factorize(done["seed"])[0] + 1
+    surface = moocore.eaf(points[ok], seeds[ok], percentiles=[percentile])[:, :2]
+    surface = surface[np.argsort(surface[:, 0])]
+    corners = [surface[0]]
+    for a, b in itertools.pairwise(surface):  # minimised: right along the upper step, then down
+        corners += [np.array([b[0], a[1]]), b]
+    return as_minimised(np.array(corners), directions)  # negating the "max" axes again restores their units
