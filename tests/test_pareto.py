@@ -131,3 +131,17 @@ def test_power_to_find_a_planted_dominance_grows_with_seeds_and_size():
     assert curve[(8, 4.0)] >= 0.8 and curve[(8, 2.0)] > curve[(3, 2.0)]
     for seeds in (3, 5, 8):
         assert curve[(seeds, 4.0)] >= curve[(seeds, 1.0)]
+
+
+def test_the_median_attainment_surface_by_hand():
+    from stats.pareto import attainment_surface
+
+    # seed 0 attains (1,3) and (3,1); seed 1 attains (2,2) ((4,4) is dominated): at 50 % of 2 seeds, the union
+    frame = pd.DataFrame({"variant": ["a", "b", "a", "b"], "seed": [0, 0, 1, 1],
+                          "x": [1.0, 3.0, 2.0, 4.0], "y": [3.0, 1.0, 2.0, 4.0]})
+    surface = attainment_surface(frame, ["a", "b"], {"x": "min", "y": "min"})
+    assert surface.tolist() == [[1, 3], [2, 3], [2, 2], [3, 2], [3, 1]]
+    # a maximised objective comes back in its own units
+    flipped = attainment_surface(frame.assign(x=-frame["x"]), ["a", "b"], {"x": "max", "y": "min"})
+    assert flipped[:, 0].tolist() == [-1, -2, -2, -3, -3]
+    assert attainment_surface(frame[frame["seed"] == 0], ["a", "b"], {"x": "min", "y": "min"}) is None  # one seed
