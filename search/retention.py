@@ -9,6 +9,9 @@ epoch's weights only (`checkpoints.state: weights`), and this callback deletes w
 nothing; of the completed ones, the best of each row (`rows`), the best `top` (`top`), all or none. Errored trials
 keep their state: `--resume` retries them from it. What is kept, and how much was freed, is written to
 `checkpoints.json` next to the results, which the report reads.
+
+Every deletion waits until Tune's experiment snapshot in the storage is newer than the decision to delete: a
+driver lost in between (a killed head) leaves a snapshot that restores trials from the checkpoints it knew.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import json
 import math
 import os
 import signal
+import time
 from typing import Any
 
+import pyarrow.fs as pafs
 from ray import tune
 
 from core.layout import CHECKPOINT_MANIFEST
@@ -27,6 +32,8 @@ from search.trials import Experiment
 
 MANIFEST_FILE = CHECKPOINT_MANIFEST
 RUNNING_KEEP = 2  # full states a running trial keeps
+SNAPSHOT_CHECK_S = 1.0  # how often pending deletions look at the snapshot's time in storage
+CLOCK_MARGIN_S = 2.0  # between this machine's clock and the storage's (file times on S3 are the server's)
 STORAGE_FULL = "storage_full"  # the `status` a trial reports when its checkpoint would not fit
 
 
@@ -70,6 +77,8 @@ class CheckpointRetention(tune.Callback):
         self.kept: dict[str, dict[str, Any]] | None = None  # trial_id -> its entry in the manifest
         self.freed = 0
         self.stopping = False  # the storage ran out and the search is stopping (once)
+        self.pending: dict[str, tuple[float, bool]] = {}  # checkpoint folder -> (decided at, count it as freed)
+        self._checked = 0.0
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         if result.get("status") == STORAGE_FULL and not self.stopping:
@@ -117,6 +126,40 @@ class CheckpointRetention(tune.Callback):
                 self._delete(path)
 
     def _delete(self, path: str, count: bool = True) -> None:
+        """Delete a checkpoint folder once the experiment snapshot in storage no longer needs it (see on_step_begin)."""
+        self.pending.setdefault(path.rstrip("/"), (time.time(), count))
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        """Deletions wait for Tune's experiment snapshot in storage to be newer than the decision: a driver lost
+        before that (a killed head) leaves a snapshot whose `--resume` restores trials from the checkpoints it
+        knew, and Tune fails a trial whose checkpoint is gone. The namespace cluster's head-loss test found it."""
+        now = time.monotonic()
+        if not self.pending or now - self._checked < SNAPSHOT_CHECK_S:
+            return
+        self._checked = now
+        synced = self._snapshot_time()
+        for path, (decided, count) in list(self.pending.items()):
+            if synced is not None and decided + CLOCK_MARGIN_S < synced:
+                self._remove(path, count)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        """The run ends with a final snapshot that knows every trial's last state: nothing waits any longer."""
+        for path, (_, count) in list(self.pending.items()):
+            self._remove(path, count)
+        if self.kept is not None:
+            self._write()
+
+    def _snapshot_time(self) -> float | None:
+        """When Tune last wrote its experiment snapshot to the storage (the newest experiment_state file)."""
+        try:
+            infos = self.storage.fs.get_file_info(pafs.FileSelector(self.exp_path))
+        except OSError:  # a storage hiccup: check again at a later step
+            return None
+        times = [i.mtime.timestamp() for i in infos if i.base_name.startswith("experiment_state") and i.mtime]
+        return max(times, default=None)
+
+    def _remove(self, path: str, count: bool) -> None:
+        self.pending.pop(path, None)
         size = tree_bytes(self.storage.fs, path) if count else 0
         try:
             self.storage.fs.delete_dir(path)

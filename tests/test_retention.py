@@ -159,3 +159,39 @@ def test_checkpoints_a_killed_process_was_staging_are_swept(tmp_path):
         (folder / "state.pt").write_bytes(b"x" * 1000)
     assert sweep_staging(str(tmp_path)) == 1
     assert not dead.exists() and alive.exists()  # a running process's checkpoint is left alone
+
+
+def test_deletions_wait_until_the_snapshot_in_storage_is_newer(tmp_path):
+    """A killed driver's snapshot restores trials from the checkpoints it knew: a superseded checkpoint stays until
+    Tune's experiment snapshot in storage postdates the decision to delete it (the head-loss test found a resumed
+    trial failing on a checkpoint deleted just before the head died)."""
+    import os
+    import time
+
+    from core.storage import open_storage
+    from search.retention import CheckpointRetention
+
+    exp = _experiment(parse_args(["ablations/task_weights.yaml"])).configure("smoke")
+    storage = open_storage(str(tmp_path))
+    trial_dir = Path(storage.experiment(exp.name)) / "trial_a"
+    for i in range(4):
+        (trial_dir / f"checkpoint_00000{i}").mkdir(parents=True)
+
+    class Trial:
+        path, trial_id, last_result, checkpoint = str(trial_dir), "a", {}, None
+
+    callback = CheckpointRetention(exp, storage)
+    callback.on_checkpoint(0, [], Trial(), None)
+    callback.on_step_begin(0, [])
+    assert len(list(trial_dir.iterdir())) == 4 and len(callback.pending) == 2  # no snapshot yet: nothing goes
+    snapshot = trial_dir.parent / "experiment_state-2026.json"
+    snapshot.write_text("{}")
+    os.utime(snapshot, (time.time() + 10, time.time() + 10))  # a snapshot written after the decision
+    callback._checked = 0.0
+    callback.on_step_begin(1, [])
+    assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
+    callback.on_checkpoint(2, [], Trial(), None)  # nothing older than the newest two
+    (trial_dir / "checkpoint_000004").mkdir()
+    callback.on_checkpoint(3, [], Trial(), None)
+    callback.on_experiment_end([])  # the end's snapshot knows everything: pending deletions go at once
+    assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000003", "checkpoint_000004"]
