@@ -33,6 +33,14 @@ def trial_table(exp: Experiment) -> str:
         sampled = ", ".join(f"{k} ~ {kind}{format_value(args)}" for k, v in exp.space.items()
                             for kind, args in v.items())
         text += f"\nsampled by {exp.algorithm} ({exp.spec.search.num_samples} samples): {sampled}"
+    if exp.objectives:
+        how = [f"{k} ({v})" for k, v in exp.objectives.items()]
+        uses = ["the report's front and dominance test"]
+        if exp.algorithm == "optuna":
+            uses.insert(0, "Optuna's multi-objective study")
+        if exp.scheduler == "asha":
+            uses.insert(0, "Pareto ASHA")
+        text += f"\nobjectives: {', '.join(how)}: {', '.join(uses)}"
     return text
 
 

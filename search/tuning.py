@@ -107,8 +107,9 @@ def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple |
                            # a trial's worker process runs the next trial too: starting one (Python, torch, Ray)
                            # took ~5 s on 2 cores, more than a short trial itself (bench.search_overhead). Not with
                            # seed-aware ASHA: it stops a row's other seeds mid-epoch, and Tune gives a reused worker
-                           # 2 s to finish the stopped trial's epoch before it fails the next trial
-                           reuse_actors=not isinstance(chosen, SeedAwareASHAScheduler))
+                           # 2 s to finish the stopped trial's epoch before it fails the next trial (with one seed a
+                           # row has no sibling to stop)
+                           reuse_actors=not (isinstance(chosen, SeedAwareASHAScheduler) and chosen.seeds > 1))
 
 
 def trainable(exp: Experiment, cpus: float, gpus: float, shared: dict | None = None,
