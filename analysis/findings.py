@@ -177,8 +177,9 @@ def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
         frame[f"{prefix}p_holm"] = holm(np.where(in_family, raw, math.nan))
     # the seeds a row needs are those that reach 80 % power at Holm's first-step level, alpha / family
     if "effect_size" in frame and family:
-        frame["seeds_needed"] = [_seeds_needed(e, t, ALPHA / family) for e, t in zip(frame["effect_size"],
-                                                                                    frame["test"], strict=True)]
+        firsts = _column(frame, "design_first")
+        frame["seeds_needed"] = [_seeds_needed(e, t, f, ALPHA / family) for e, t, f in zip(
+            frame["effect_size"], frame["test"], firsts, strict=True)]
     frame["verdict"] = [verdict(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
     return frame
 
@@ -187,13 +188,14 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series(math.nan, index=frame.index)
 
 
-def _seeds_needed(effect: float, test, level: float) -> float:
+def _seeds_needed(effect: float, test, first: float, level: float) -> float:
     """Seeds for 80 % power at the observed effect and Holm's first-step level: the fixed-n paired t's, or for a
-    row of an adaptive design the smallest `max` of a sequential design (first 3) that reaches it, simulated."""
+    row of an adaptive design (`first`: its design's first look) the smallest `max` of a sequential design with the
+    same first look that reaches it, simulated."""
     if not isinstance(test, str) or not np.isfinite(effect):
         return math.nan
-    if test.startswith("group-sequential"):
-        need = seeds_for_power(effect, 3, level)
+    if np.isfinite(first):
+        need = seeds_for_power(effect, int(first), level)
         return float(need) if need is not None else math.inf
     return seeds_needed(effect, test.startswith("paired"), level)
 

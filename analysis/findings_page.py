@@ -90,7 +90,7 @@ def footnote(table: pd.DataFrame) -> str:
     family = int(table["family"].iloc[0]) if "family" in table and len(table) else 0
     equivalence = int(table["family_equivalence"].iloc[0]) if "family_equivalence" in table and len(table) else 0
     tests = sorted({t for t in table.get("test", pd.Series(dtype=object)).dropna() if isinstance(t, str)})
-    sequential = any(t.startswith("group-sequential") for t in tests)
+    sequential = "design_first" in table and pd.to_numeric(table["design_first"], errors="coerce").notna().any()
     return ("Δ = ours − reference, mean over seeds of the paired (same-seed) difference on the seeds both sides "
             f"have, with its 95 % interval; test per row: {', '.join(tests) or '—'}. p: raw (Holm–Bonferroni-"
             "adjusted). " + (

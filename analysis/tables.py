@@ -116,12 +116,21 @@ def _seeds_at_holm_level(out: pd.DataFrame, idx) -> None:
         return
     for i in idx:
         effect, test = out.at[i, "effect_size"], out.at[i, "test"]
-        if isinstance(test, str) and test.startswith("group-sequential"):
+        first = out.at[i, "design_first"] if "design_first" in out else math.nan
+        if isinstance(test, str) and np.isfinite(first):  # a row of an adaptive design: its own first look
             if out.at[i, "column"] == "multitask":  # simulated (seconds a row): for the headline metric only
-                need = seeds_for_power(effect, int(test.split("looks ")[1].split("..")[0]), ALPHA / family)
+                need = seeds_for_power(effect, int(first), ALPHA / family)
                 out.at[i, "seeds_needed"] = need if need is not None else math.inf
         elif isinstance(test, str) and np.isfinite(effect):
             out.at[i, "seeds_needed"] = seeds_needed(effect, test.startswith("paired"), ALPHA / family)
+
+
+def _sequential_tests(tested: pd.DataFrame) -> set[str]:
+    """The labels of the tests run under an adaptive design (rows that carry a design's first look)."""
+    if "design_first" not in tested:
+        return set()
+    first = pd.to_numeric(tested["design_first"], errors="coerce")
+    return {t for t in tested.loc[first.notna(), "test"] if isinstance(t, str)}
 
 
 def stats_footnote(stats_df: pd.DataFrame) -> str:
@@ -135,7 +144,7 @@ def stats_footnote(stats_df: pd.DataFrame) -> str:
              "Welch t": "Welch's t-test (fewer than 2 seeds in common)"}
     names.update({t: f"the {t} of the adaptive-seeds design, fixed before the first trial: repeated p-value and "
                      "repeated 95 % CI, valid whatever decided when to stop adding seeds; seeds needed simulated "
-                     "under the design" for t in used if t.startswith("group-sequential")})
+                     "under the design" for t in _sequential_tests(tested)})
     dropped = sorted({f"{r['variant']} ({r['dropped_seeds']})" for _, r in tested.iterrows()
                       if isinstance(r.get("dropped_seeds"), str) and r["dropped_seeds"]})
     undefined = stats_df["test"].astype(str).str.contains("undefined").any() if "test" in stats_df else False

@@ -174,6 +174,7 @@ def sequential_compare(variant: pd.Series, baseline: pd.Series, first: int, last
             "delta": float(d.mean()) if len(d) else math.nan, "delta_ci_low": low, "delta_ci_high": high,
             "p_value": repeated_p(d, first, last), "effect_size": float(d.mean()) / sd if sd else math.nan,
             "p_equivalence": equivalence_p(d, margin, first, last) if margin else math.nan,
+            "design_first": first, "design_max": last,  # the design, carried with the result: no label parsing
             "dropped_seeds": pairs.dropped_text()}
 
 
