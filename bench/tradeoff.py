@@ -68,13 +68,13 @@ def sampler(trials: int, repeats: int, epochs: int) -> dict:
             "summary": {k: mean_ci(v) for k, v in hv.items()}}
 
 
-def asha(spec_path: str, seeds: int, epochs: int) -> dict:
+def asha(spec_path: str, seeds: int, epochs: int, reduction_factor: float = 2) -> dict:
     spec = yaml.safe_load(Path(spec_path).read_text())
     spec["base"] = [str((Path(spec_path).parent / b).resolve()) for b in spec.get("base", [])]
     spec["objectives"] = OBJECTIVES
     out = {}
     for name, scheduler in (("grid", {"type": "none"}), ("pareto_asha", {"type": "asha", "grace_period": 1,
-                                                                         "reduction_factor": 2})):
+                                                                         "reduction_factor": reduction_factor})):
         with tempfile.TemporaryDirectory(prefix="bench-tradeoff-") as tmp:
             frame = _run({**spec, "name": f"{spec['name']}_{name}", "scheduler": scheduler}, Path(tmp),
                          "--seeds", str(seeds), "--set", f"epochs={epochs}")
@@ -84,7 +84,7 @@ def asha(spec_path: str, seeds: int, epochs: int) -> dict:
                      "hypervolume": mean_ci(per_seed), "per_seed": per_seed}
         print(f"{name}: {out[name]['trial_epochs']} trial-epochs, hypervolume {out[name]['hypervolume']}", flush=True)
     out["epoch_share"] = round(out["pareto_asha"]["trial_epochs"] / out["grid"]["trial_epochs"], 3)
-    return {"spec": spec_path, "seeds": seeds, "epochs": epochs, **out}
+    return {"spec": spec_path, "seeds": seeds, "epochs": epochs, "reduction_factor": reduction_factor, **out}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,12 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spec", default=str(REPO / "ablations" / "task_weights.yaml"), help="asha: the ready spec")
     p.add_argument("--seeds", type=int, default=2, help="asha: seeds per row")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (sampler 2, asha 8)")
+    p.add_argument("--reduction-factor", type=float, default=2, help="asha: Pareto ASHA's reduction factor")
     a = p.parse_args(argv)
     result = sampler(a.trials, a.repeats, a.epochs or 2) if a.what == "sampler" else \
-        asha(a.spec, a.seeds, a.epochs or 8)
+        asha(a.spec, a.seeds, a.epochs or 8, a.reduction_factor)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"tradeoff_{a.what}.json").write_text(json.dumps(result, indent=1, default=float))
+    name = f"tradeoff_{a.what}" + ("" if a.what == "sampler" else f"_rf{a.reduction_factor:g}")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps(result, indent=1, default=float))
 
 
