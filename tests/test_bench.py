@@ -65,3 +65,18 @@ def test_search_overhead_bench_measures_a_tiny_search(tmp_path):
     assert {"actor_start", "trainable_setup", "data", "checkpoint", "tune_bookkeeping"} <= set(result["per_trial_s"])
     assert result["driver_peak_mib"] > 0 and result["report_ok"] and result["storage_mb"] > 0
     assert "cores' time in trials" in (tmp_path / "overhead.md").read_text()
+
+
+def test_tradeoff_bench_compares_pareto_asha_with_the_grid(tmp_path):
+    spec = tmp_path / "two_rows.yaml"
+    spec.write_text(f"name: two_rows\nbase: [{REPO / 'search' / 'spaces' / 'base.yaml'}]\n"
+                    "fixed: {optimizer: adam, lr: 1.0e-3}\nvariants:\n"
+                    "  - {name: seg, loss_weights: [0.8, 0.2], baseline: true}\n"
+                    "  - {name: depth, loss_weights: [0.2, 0.8]}\n  - {name: both, loss_weights: [0.5, 0.5]}\n")
+    cmd = [sys.executable, "-m", "bench.tradeoff", "asha", "--spec", str(spec), "--seeds", "2", "--epochs", "2",
+           "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "tradeoff_asha_rf2.json").read_text())
+    assert result["grid"]["trial_epochs"] == 3 * 2 * 2 and result["pareto_asha"]["trial_epochs"] <= 12
+    assert 0 < result["epoch_share"] <= 1 and result["grid"]["hypervolume"]["n"] == 2
