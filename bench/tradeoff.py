@@ -37,7 +37,7 @@ REFERENCE = [WORST_VALUES[m] for m in OBJECTIVES]
 
 def _run(spec: dict, folder: Path, *extra: str) -> pd.DataFrame:
     path = folder / f"{spec['name']}.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # row names follow the order of the grid keys
     cmd = [sys.executable, "run_search.py", str(path), "--profile", "smoke", "--storage", str(folder / "r"),
            "--no-dashboard", "--no-report", *extra]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
