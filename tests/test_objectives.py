@@ -149,3 +149,17 @@ objectives: {semseg_miou: max, depth_silog: min}
 
     assert re.search(r"Front of all [1-4] completed trials: [1-4] non-dominated, hypervolume \d",
                      (exp / "report" / "table.md").read_text())
+
+
+def test_a_reference_point_is_known_or_declared(tmp_path, capsys):
+    # depth_rmse has no default worst value: its hypervolume needs a declared reference
+    assert main([TASK_WEIGHTS, "--dry-run", "--objectives", "semseg_miou=max,depth_rmse=min"]) == 2
+    assert "key 'report.reference_point': depth_rmse has no default worst value" in capsys.readouterr().err
+    spec = write_spec(tmp_path, "objectives: {semseg_miou: max, depth_rmse: min}\n"
+                                "report: {reference_point: {depth_rmse: 50.0}}\n", name="declared")
+    assert main([str(spec), "--dry-run", "--profile", "smoke"]) == 0
+    capsys.readouterr()
+    spec = write_spec(tmp_path, "objectives: {semseg_miou: max, depth_silog: min}\n"
+                                "report: {reference_point: {multitask: 0.0}}\n", name="not_an_objective")
+    assert main([str(spec), "--dry-run", "--profile", "smoke"]) == 2
+    assert "key 'report.reference_point.multitask': not an objective" in capsys.readouterr().err
