@@ -293,13 +293,14 @@ def check_objectives(objectives: dict[str, str] | None, path: Path | str, key: s
     """Two or more reported metrics, each max or min (the directions are checked as the spec parses)."""
     if objectives is None:
         return
+    where = f"{path}: {key}" if key else str(path)
     if len(objectives) < 2:
-        raise SpecError(f"{path}: {key}: needs two or more metrics with their directions, e.g. "
+        raise SpecError(f"{where}: needs two or more metrics with their directions, e.g. "
                         "{semseg_miou: max, depth_silog: min}; a single one is `metric:`")
     for name, direction in objectives.items():
         check_metric(name, f"objectives.{name}", path)
         if direction not in ("max", "min"):
-            raise SpecError(f"{path}: {key}: {name}: {direction!r}: allowed: max, min")
+            raise SpecError(f"{where}: {name}: {direction!r}: allowed: max, min")
 
 
 def check_reference_point(objectives: dict[str, str] | None, declared: dict[str, float] | None,
@@ -322,8 +323,10 @@ def objectives_flag(text: str) -> dict[str, str]:
         name, sep, direction = part.partition("=")
         if not sep or direction.strip() not in ("max", "min"):
             raise SpecError(f"--objectives: expected METRIC=max|min, comma-separated; got {part!r}")
+        if name.strip() in out:
+            raise SpecError(f"--objectives: {name.strip()} is named twice")
         out[name.strip()] = direction.strip()
-    check_objectives(out, "--objectives", "the flag")
+    check_objectives(out, "--objectives", "")
     return out
 
 
