@@ -15,7 +15,7 @@ from search.plan import plan
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
 from search.reporting import Reporting
-from search.runconfig import RunConfig, local_slots, resolve
+from search.runconfig import WANDB_MODES, RunConfig, local_slots, resolve
 from search.spec import (
     SeedsBlock,
     SpecError,
@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
                         "(e.g. top,top=5); default: the spec's checkpoints block")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                    help="override a fixed TrialConfig key of the spec (repeatable), e.g. --set pretrained=false")
-    p.add_argument("--wandb", choices=("off", "offline", "online"), help="log trials to W&B (default: off)")
+    p.add_argument("--wandb", choices=WANDB_MODES, help="log trials to W&B (default: off)")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
                    help="start the Ray dashboard on 127.0.0.1 (local clusters)")
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="build the report at the end")

@@ -175,11 +175,9 @@ def check_spec_resources(exp: Experiment, run: RunConfig) -> None:
 
 
 def preflight(exp: Experiment, run: RunConfig) -> tuple[Storage, SavedExperiment | None]:
-    """Every check of a real run, cheapest first; returns the opened storage and, for `--extend`, the experiment
-    it extends."""
-    check_flags(run)
+    """Every check of a real run, cheapest first (the flags and the storage URI were checked as the command line
+    resolved); returns the opened storage and, for `--extend`, the experiment it extends."""
     check_spec_resources(exp, run)
-    check_storage_uri(run.storage)
     if run.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
         raise SpecError("--wandb online needs WANDB_API_KEY in the environment (it is never written anywhere)")
     check_data(exp)

@@ -3,9 +3,9 @@ start, saved in the experiment record, passed whole to the driver (nothing reads
 
 Resources, concurrency and the budget are resolved here and nowhere else. On `--resume` every option either
 applies to this driver run (and is recorded with it) or is fixed when the experiment started, because Tune
-restores it from its own saved state (`Tuner.restore` takes the tune and run configuration - searcher,
-concurrency limit, callbacks - from the experiment, not from us): given with another value on `--resume`, such an
-option is refused before Ray starts, naming it and why.
+restores it from its own saved state (`Tuner.restore` takes the tune configuration - searcher, concurrency limit -
+from the experiment, and only the trainable, with its resources and W&B, anew): given with another value on
+`--resume`, such an option is refused before Ray starts, naming it and why.
 """
 
 from __future__ import annotations
