@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mtl.aggregation import METHODS, OPTION_KEYS, build_aggregator
+
 SE_PLACES = ("encoder", "aspp", "decoder")
 DILATIONS = ((False, False, False), (False, False, True), (False, True, True))
 
@@ -50,8 +52,17 @@ class TrialConfig(BaseModel):
     tasks: tuple[Literal["semseg", "depth"], ...] = ("semseg", "depth")
     # --- losses -----------------------------------------------------------------------------
     loss_weights: tuple[float, float] = (0.5, 0.5)  # [semseg, depth]
-    task_weighting: Literal["fixed", "uncertainty", "dwa"] = "fixed"
+    # fixed / uncertainty / dwa weight the losses (mtl.losses); the others aggregate the tasks' gradients on the
+    # shared part (mtl.aggregation, TorchJD): one backward pass per task. Options: keys named after their method.
+    task_weighting: Literal["fixed", "uncertainty", "dwa", "mean", "rlw", "mgda", "pcgrad", "graddrop", "imtl_g",
+                            "gradvac", "cagrad", "nash_mtl", "aligned_mtl", "dualproj", "upgrad", "fairgrad",
+                            "config", "gradnorm"] = "fixed"
     dwa_temperature: float = Field(2.0, gt=0)
+    cagrad_c: float | None = Field(None, ge=0)  # None: the method's default (mtl.aggregation.METHODS)
+    gradvac_beta: float | None = Field(None, gt=0, le=1)
+    fairgrad_alpha: float | None = Field(None, gt=0)
+    gradnorm_alpha: float | None = Field(None, ge=0)
+    gradnorm_lr: float | None = Field(None, gt=0)
     depth_loss: Literal["l2", "l1", "berhu", "silog"] = "l2"
     depth_unit: Literal["standardized", "log", "minmax", "inverse"] = "standardized"
     # --- data -------------------------------------------------------------------------------
@@ -113,6 +124,36 @@ class TrialConfig(BaseModel):
                              "joint or branched (the same network for one task)")
         return self
 
+    @model_validator(mode="after")
+    def _task_weighting(self) -> TrialConfig:
+        method = self.task_weighting
+        for key, owner in {**OPTION_KEYS, "dwa_temperature": "dwa"}.items():
+            given = self.weighting_options().get(key) if key in OPTION_KEYS else self.dwa_temperature != 2.0
+            if given and owner != method:
+                own = [k for k, o in OPTION_KEYS.items() if o == method] or (["dwa_temperature"] if method == "dwa"
+                                                                              else [])
+                takes = f"takes {', '.join(own)}" if own else "has no options"
+                raise ValueError(f"{key}: an option of task_weighting {owner}; task_weighting {method} {takes}")
+        if method in METHODS:
+            self._check_aggregation(method)
+        return self
+
+    def _check_aggregation(self, method: str) -> None:
+        if len(self.tasks) < 2:
+            raise ValueError(f"task_weighting {method} aggregates the gradients of two or more tasks; "
+                             "a single-task model trains on its own loss (task_weighting fixed)")
+        if tuple(self.loss_weights) != (0.5, 0.5):
+            raise ValueError(f"loss_weights: task_weighting {method} sets how the tasks combine itself; "
+                             "loss_weights apply to fixed and dwa (leave them at [0.5, 0.5])")
+        if self.amp == "fp16" or self.compile != "off":
+            raise ValueError(f"task_weighting {method} runs the shared part and the heads as separate calls "
+                             "without a grad scaler: use amp off or bf16, and compile off")
+        if METHODS[method].extra:
+            try:
+                build_aggregator(method, len(self.tasks), self.weighting_options())
+            except ImportError as e:
+                raise ValueError(str(e)) from None
+
     @field_validator("amp", mode="before")
     @classmethod
     def _amp(cls, v: Any) -> Any:
@@ -131,6 +172,11 @@ class TrialConfig(BaseModel):
     @property
     def synthetic(self) -> bool:
         return self.data == "synthetic"
+
+    def weighting_options(self) -> dict[str, float | None]:
+        """The gradient-aggregation options (None: the method's default)."""
+        return {"cagrad_c": self.cagrad_c, "gradvac_beta": self.gradvac_beta, "fairgrad_alpha": self.fairgrad_alpha,
+                "gradnorm_alpha": self.gradnorm_alpha, "gradnorm_lr": self.gradnorm_lr}
 
     def counts(self) -> dict[str, int | None]:
         """Images per split: synthetic defaults to the course's 20000 / 2500 / 2500; real data to all."""

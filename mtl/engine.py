@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchjd.autojac import jac_to_grad, mtl_backward
 
+from mtl.aggregation import GradNorm
 from mtl.data.depth_units import DepthUnit
 from mtl.losses import TASKS, TaskWeighting, task_losses
 from mtl.metrics import ConfusionMatrix, DepthMetrics, multitask_score, multitask_unclipped
@@ -67,24 +69,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if batch is None:
             break
         rgb, semseg, depth_m = rt.inputs(batch)
-        with rt.autocast():
-            out = model(rgb)
-        target = rt.unit.encode(depth_m)  # (B, 1, H, W), NaN where invalid
-        losses = task_losses(out, semseg, target, rt.depth_loss, rt.unit)
-        total = weighting(losses)
-        if "semseg_aux" in out:  # distillation: the initial predictions are supervised too
-            total = total + weighting(task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux"))
-        value = total.item()  # the one host sync per step: a NaN must stop the run before it spreads
+        value, losses = train_step(model, rgb, semseg, rt.unit.encode(depth_m), optimizer, weighting, rt)
         if not math.isfinite(value):
             raise Diverged(f"loss became {value} at step {steps + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        if rt.scaler is not None:
-            rt.scaler.scale(total).backward()
-            rt.scaler.step(optimizer)
-            rt.scaler.update()
-        else:
-            total.backward()
-            optimizer.step()
         total_sum += value
         task_sums += torch.stack([losses[t].detach() if t in losses else zero for t in TASKS]).double()
         steps += 1
@@ -94,7 +81,63 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     mean = [m if t in weighting.tasks else float("nan") for t, m in zip(TASKS, (task_sums / max(steps, 1)).tolist(),
                                                                          strict=True)]  # NaN: a task not trained
     return {"train_loss": total_sum / max(steps, 1), "train_semseg_loss": mean[0], "train_depth_loss": mean[1],
-            "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "train_data_seconds": waited}
+            "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "train_data_seconds": waited,
+            "train_step_ms": 1000 * (seconds - waited) / max(steps, 1)}  # forward, backward(s), optimiser
+
+
+def train_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, target: torch.Tensor,
+               optimizer: torch.optim.Optimizer, weighting: TaskWeighting, rt: Runtime
+               ) -> tuple[float, dict[str, torch.Tensor]]:
+    """One optimiser step; returns the total loss (the step is skipped when it is not finite) and the task losses.
+    rgb (B, 3, H, W), semseg (B, H, W), target (B, 1, H, W) in the depth unit with NaN where invalid."""
+    if weighting.aggregator is not None:
+        return _aggregated_step(model, rgb, semseg, target, optimizer, weighting, rt)
+    with rt.autocast():
+        out = model(rgb)
+    losses = task_losses(out, semseg, target, rt.depth_loss, rt.unit)
+    total = weighting(losses)
+    if "semseg_aux" in out:  # distillation: the initial predictions are supervised too
+        total = total + weighting(task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux"))
+    value = total.item()  # the one host sync per step: a NaN must stop the run before it spreads
+    if not math.isfinite(value):
+        return value, losses
+    optimizer.zero_grad(set_to_none=True)
+    if rt.scaler is not None:
+        rt.scaler.scale(total).backward()
+        rt.scaler.step(optimizer)
+        rt.scaler.update()
+    else:
+        total.backward()
+        optimizer.step()
+    return value, losses
+
+
+def _aggregated_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, target: torch.Tensor,
+                     optimizer: torch.optim.Optimizer, weighting: TaskWeighting, rt: Runtime
+                     ) -> tuple[float, dict[str, torch.Tensor]]:
+    """The Jacobian of the task losses at the shared features, backpropagated to the shared parameters (one row
+    per task), reduced by the method's aggregator; each head gets its own task's gradient (mtl_backward)."""
+    with rt.autocast():
+        features = model.shared_features(rgb)
+        out = model.heads(features, rgb.shape[-2:], per_task=True)
+    losses = task_losses(out, semseg, target, rt.depth_loss, rt.unit)
+    per_task = dict(losses)
+    if "semseg_aux" in out:  # distillation: a task's initial prediction is part of its loss
+        aux = task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux")
+        per_task = {t: per_task[t] + aux[t] for t in per_task}
+    rows = [per_task[t] for t in weighting.tasks]
+    value = weighting(per_task).item()
+    if not math.isfinite(value):
+        return value, losses
+    if isinstance(weighting.aggregator, GradNorm):
+        weighting.aggregator.observe(torch.stack(rows))
+    shared = model.shared_parameters()
+    optimizer.zero_grad(set_to_none=True)
+    mtl_backward(rows, features=list(features), shared_params=shared)
+    weights = jac_to_grad(shared, weighting.aggregator)  # the rows' weights, for a method that weights them
+    weighting.record(weighting.aggregator.weights if isinstance(weighting.aggregator, GradNorm) else weights)
+    optimizer.step()
+    return value, losses
 
 
 @torch.no_grad()

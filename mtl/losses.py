@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtl.aggregation import METHODS, build_aggregator
 from mtl.data.depth_units import DepthUnit
 from mtl.data.labels import IGNORE_INDEX
 
@@ -60,14 +61,20 @@ class TaskWeighting(nn.Module):
     """Combine task losses into one. `fixed`: the configured weights. `uncertainty` (Kendall et al.
     2018): learned log-variances s_t, total = sum 0.5 exp(-s_t) L_t + 0.5 s_t (starts at 0.5 / 0.5).
     `dwa` (Liu et al. 2019): weights from the ratio of the last two epochs' mean losses,
-    softmax(r / T) scaled to the sum of the fixed weights; fixed weights for the first two epochs."""
+    softmax(r / T) scaled to the sum of the fixed weights; fixed weights for the first two epochs.
+    A gradient-aggregation method (`mtl.aggregation.METHODS`) holds its `aggregator`: the total is then the plain
+    sum (what the trainer logs) and the engine combines the tasks' gradients instead; `current_weights` gives the
+    mean of the weights the aggregator chose this epoch (NaN for one that does not weight the rows)."""
 
     def __init__(self, mode: str, weights: tuple[float, float], temperature: float = 2.0,
-                 tasks: tuple[str, ...] = TASKS) -> None:
+                 tasks: tuple[str, ...] = TASKS, options: dict[str, float | None] | None = None) -> None:
         super().__init__()
-        if mode not in ("fixed", "uncertainty", "dwa"):
-            raise ValueError(f"task_weighting must be fixed, uncertainty or dwa; got {mode!r}")
+        if mode not in ("fixed", "uncertainty", "dwa", *METHODS):
+            raise ValueError(f"task_weighting must be fixed, uncertainty, dwa or one of {', '.join(METHODS)}; "
+                             f"got {mode!r}")
         self.mode, self.temperature, self.tasks = mode, temperature, tuple(tasks)
+        self.aggregator = build_aggregator(mode, len(self.tasks), options or {}) if mode in METHODS else None
+        self.register_buffer("chosen", torch.zeros(len(self.tasks) + 1))  # this epoch: sum of chosen weights, count
         # a single-task model trains on its own loss alone (weight 1), as single-task baselines do
         chosen = [w for t, w in zip(TASKS, weights, strict=True) if t in self.tasks] if len(self.tasks) > 1 else [1.0]
         self.register_buffer("weights", torch.tensor(chosen, dtype=torch.float32))
@@ -78,9 +85,19 @@ class TaskWeighting(nn.Module):
         stacked = torch.stack([losses[t] for t in self.tasks])
         if self.mode == "uncertainty":
             return (0.5 * torch.exp(-self.log_vars) * stacked + 0.5 * self.log_vars).sum()
+        if self.aggregator is not None:
+            return stacked.sum()
         return (self.current_weights() * stacked).sum()
 
+    def record(self, weights: torch.Tensor | None) -> None:
+        """The weights an aggregator chose at one step (None: it does not weight the rows)."""
+        if weights is not None:
+            self.chosen += torch.cat([weights.detach().float().to(self.chosen.device), self.chosen.new_ones(1)])
+
     def current_weights(self) -> torch.Tensor:
+        if self.aggregator is not None:
+            return self.chosen[:-1] / self.chosen[-1] if self.chosen[-1] > 0 else torch.full_like(self.chosen[:-1],
+                                                                                                  float("nan"))
         if self.mode == "uncertainty":
             return (0.5 * torch.exp(-self.log_vars)).detach()
         if self.mode == "dwa" and len(self.history) >= 2:
@@ -91,12 +108,14 @@ class TaskWeighting(nn.Module):
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
         row = torch.tensor([[mean_losses[t] for t in self.tasks]], dtype=torch.float32, device=self.history.device)
         self.history = torch.cat([self.history, row])[-2:]
+        self.chosen.zero_()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # `history` grows from empty, so resize it to the stored shape before the copy
         key = prefix + "history"
         if key in state_dict:
             self.history = torch.zeros_like(state_dict[key])
+        state_dict.setdefault(prefix + "chosen", self.chosen.clone())  # checkpoints from before it existed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

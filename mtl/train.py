@@ -94,7 +94,7 @@ class _Run:
         # the compiled module runs the steps; checkpoints keep the plain model's state (no "_orig_mod." keys)
         self.net = self.model if cfg.compile == "off" else torch.compile(self.model, mode=cfg.compile)
         self.weighting = TaskWeighting(cfg.task_weighting, tuple(cfg.loss_weights), cfg.dwa_temperature,
-                                       cfg.tasks).to(self.device)
+                                       cfg.tasks, cfg.weighting_options()).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.weighting)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.rt = make_runtime(cfg, self.device, self.data.unit)

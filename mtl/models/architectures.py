@@ -2,13 +2,16 @@
 
 Every model maps rgb (B, 3, H, W) to {"semseg": (B, 19, H, W) logits, "depth": (B, 1, H, W)} at
 input resolution; `distilled` adds the supervised initial predictions "semseg_aux" / "depth_aux"
-while training. A single-task config (`tasks: [semseg]` or `[depth]`) builds the same network with only
+while training. `forward` is `heads(shared_features(x), size)`: the split gradient-aggregation methods need
+(the Jacobian of the task losses is taken at the shared features; `shared_parameters()` are the rows' columns).
+A single-task config (`tasks: [semseg]` or `[depth]`) builds the same network with only
 that task's head (joint) or branch (branched): the other task's parameters do not exist.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtl.config import TrialConfig
@@ -41,6 +44,19 @@ class _MultiTaskBase(nn.Module):
         f = self.encoder(x)
         return f[self.encoder.bottleneck_stride], f[4]
 
+    def shared_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The last representation every task uses (default: the encoder's two outputs, deep and stride 4).
+        The stride-4 map is also an ancestor of the deep one: its alias (a view: no copy) is a separate graph node,
+        so a task's gradient at it counts the skip path only, never the encoder path that leads to `deep`."""
+        deep, skip4 = self._features(x)
+        return deep, skip4.view_as(skip4)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.heads(self.shared_features(x), x.shape[-2:])
+
 
 class JointNet(_MultiTaskBase):
     """Everything shared; the last 1x1 conv gives 19 + 1 channels."""
@@ -50,9 +66,22 @@ class JointNet(_MultiTaskBase):
         self.context, self.decoder = self._context(), self._decoder()
         self.head = nn.Conv2d(self.width, sum(self.tasks.values()), 1)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def shared_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         deep, skip4 = self._features(x)
-        out = upsample(self.head(self.decoder(self.context(deep), skip4)), x.shape[-2:])  # (B, 19 + 1, H, W)
+        return (self.decoder(self.context(deep), skip4),)  # (B, width, H/4, W/4): all but the last 1x1 conv
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.context.parameters(), *self.decoder.parameters()]
+
+    def heads(self, features: tuple[torch.Tensor, ...], size, per_task: bool = False) -> dict[str, torch.Tensor]:
+        """`per_task`: each task's rows of the 1x1 conv as a call of their own (same parameters, same values), so
+        each task's graph can be walked back alone, as the Jacobian methods do."""
+        if per_task:
+            rows = dict(zip(self.tasks, torch.arange(sum(self.tasks.values())).split(list(self.tasks.values())),
+                            strict=True))
+            return {t: upsample(F.conv2d(features[0], self.head.weight[r], self.head.bias[r]), size)
+                    for t, r in rows.items()}
+        out = upsample(self.head(features[0]), size)  # (B, 19 + 1, H, W); each task's rows are its own head
         return dict(zip(self.tasks, out.split(list(self.tasks.values()), dim=1), strict=True))
 
 
@@ -65,28 +94,36 @@ class BranchedNet(_MultiTaskBase):
         self.decoder = nn.ModuleDict({t: self._decoder() for t in self.tasks})
         self.head = nn.ModuleDict({t: nn.Conv2d(self.width, c, 1) for t, c in self.tasks.items()})
 
-    def task_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        deep, skip4 = self._features(x)
+    def task_features(self, features: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        deep, skip4 = features
         return {t: self.decoder[t](self.context[t](deep), skip4) for t in self.tasks}  # (B, width, H/4, W/4)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.task_features(x)
-        return {t: upsample(self.head[t](f[t]), x.shape[-2:]) for t in self.tasks}
+    def heads(self, features: tuple[torch.Tensor, ...], size, per_task: bool = False) -> dict[str, torch.Tensor]:
+        f = self.task_features(features)
+        return {t: upsample(self.head[t](f[t]), size) for t in self.tasks}
 
 
 class DistilledNet(BranchedNet):
     """PAD-Net-style distillation on top of `branched`: each task's features plus the other task's
     attention-gated features go through a final 1x1 decoder; initial and final predictions are
-    both supervised."""
+    both supervised. Both tasks' final predictions read both branches, so for the Jacobian methods the branches
+    are part of the shared network: its features are the two branches' outputs; the gates and the 1x1 convs
+    above them are the heads."""
 
     def __init__(self, cfg: TrialConfig) -> None:
         super().__init__(cfg)
         self.gate = nn.ModuleDict({t: AttentionGate(self.width) for t in TASK_CHANNELS})
         self.final = nn.ModuleDict({t: nn.Conv2d(self.width, c, 1) for t, c in TASK_CHANNELS.items()})
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.task_features(x)
-        size = x.shape[-2:]
+    def shared_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f = self.task_features(super().shared_features(x))
+        return tuple(f[t] for t in TASK_CHANNELS)  # (B, width, H/4, W/4) per branch: semseg, depth
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.context.parameters(), *self.decoder.parameters()]
+
+    def heads(self, features: tuple[torch.Tensor, ...], size, per_task: bool = False) -> dict[str, torch.Tensor]:
+        f = dict(zip(TASK_CHANNELS, features, strict=True))
         other = {"semseg": "depth", "depth": "semseg"}
         out = {t: upsample(self.final[t](f[t] + self.gate[other[t]](f[other[t]])), size) for t in TASK_CHANNELS}
         if self.training:
