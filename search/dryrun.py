@@ -15,8 +15,8 @@ from tabulate import tabulate
 
 from mtl.config import TrialConfig
 from mtl.data.depth_units import DepthUnit
-from mtl.engine import Runtime
-from mtl.losses import TaskWeighting, task_losses
+from mtl.engine import Runtime, train_step
+from mtl.losses import TaskWeighting
 from mtl.models import build_model
 from mtl.optim import build_optimizer
 from search.trials import Experiment, format_value
@@ -44,8 +44,8 @@ def trial_table(exp: Experiment) -> str:
     return text
 
 
-_SHAPE = ("architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels", "batch_size", "crop_size",
-          "tasks", "optimizer", "image_size", "val_batch_size")
+_SHAPE = ("task_weighting", "architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels",
+          "batch_size", "crop_size", "tasks", "optimizer", "image_size", "val_batch_size")
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ def _probe(shape: tuple, steps: int, threads: int | None) -> Probe:
     try:
         tick = time.perf_counter()
         model = build_model(cfg).to(device)
-        weighting = TaskWeighting("fixed", (0.5, 0.5), tasks=cfg.tasks).to(device)
-        opt = build_optimizer(cfg, model)
+        # the row's own method: a gradient-aggregation method's step costs one backward pass per task
+        weighting = TaskWeighting(cfg.task_weighting, (0.5, 0.5), tasks=cfg.tasks).to(device)
+        opt = build_optimizer(cfg, model, weighting)
         build_s = time.perf_counter() - tick
         rt = Runtime(device, DepthUnit("standardized", 50.0, 50.0))
         b, (h, w) = cfg.batch_size, cfg.crop
@@ -98,10 +99,7 @@ def _probe(shape: tuple, steps: int, threads: int | None) -> Probe:
 
         def step() -> None:
             model.train()
-            loss = weighting(task_losses(model(x), s, d, "l2", rt.unit))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, x, s, d, opt, weighting, rt)
 
         step_s = _timed(step, steps, rt.sync)
         eh, ew = (max(32, v // 32 * 32) for v in cfg.image_size)  # evaluation: centre crop to a multiple of 32
@@ -164,6 +162,7 @@ class Estimate:
     how: str
     shapes: int
     threads: int
+    step_s: dict[str, float] | None = None  # one training step by task_weighting (the first row of each)
 
     @property
     def seconds(self) -> float:
@@ -178,7 +177,16 @@ class Estimate:
                 f"~{_hours(self.seconds / 3600)} with {self.concurrency} concurrent trial(s)"
                 f"{', ' + self.how if self.how else ''} (each trial's steps, evaluation and checkpoints measured "
                 f"on this {device} at {self.threads} thread(s) a trial, {self.shapes} model shape(s); "
-                f"start-up {RAY_START_S + WORKER_START_S:.0f} s; without early stopping)")
+                f"start-up {RAY_START_S + WORKER_START_S:.0f} s; without early stopping){self._steps()}")
+
+    def _steps(self) -> str:
+        """What each task_weighting method's step costs, against the first one's: a Jacobian method does one
+        backward pass per task."""
+        if not self.step_s or set(self.step_s) == {"fixed"}:
+            return ""
+        base = next(iter(self.step_s.values()))
+        parts = [f"{m} {s * 1000:.0f} ms ({s / base:.1f}x)" for m, s in self.step_s.items()]
+        return "\ntraining step by task_weighting: " + ", ".join(parts)
 
 
 def trial_seconds(cfg: TrialConfig, p: Probe) -> float:
@@ -193,18 +201,19 @@ def estimate(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_t
              bench_file: str | None = None, cpus_per_trial: float = 1.0) -> Estimate:
     trials = exp.trial_count()
     per_row = max(trials // max(len(exp.rows), 1), 1)
-    durations, epochs, images, shapes = [], 0, 0, set()
+    durations, epochs, images, shapes, step_s = [], 0, 0, set(), {}
     threads = max(int(cpus_per_trial), 1)
     for row in exp.rows:
         cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
         p = probe(cfg, probe_steps, cfg.cpu_threads or threads)
         shapes.add(p)
+        step_s.setdefault(cfg.task_weighting, p.step_s)
         counts = cfg.counts()
         epochs += cfg.epochs * per_row
         images += cfg.epochs * ((counts["train"] or 0) + (counts["val"] or 0)) * per_row
         durations += [trial_seconds(cfg, p)] * per_row
     speed, how = parallel_speed(concurrency, gpus_per_trial, bench_file)
-    return Estimate(trials, epochs, images, durations, concurrency, speed, how, len(shapes), threads)
+    return Estimate(trials, epochs, images, durations, concurrency, speed, how, len(shapes), threads, step_s)
 
 
 def budget(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,

@@ -40,11 +40,9 @@ def _step(method: str, architecture: str = "joint") -> tuple[float, torch.nn.Mod
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_trains_a_step_and_every_parameter_gets_a_gradient(method):
-    value, model, weighting, moved = _step(method)
+    value, model, _, moved = _step(method)
     assert math.isfinite(value)
-    for (name, p), m in zip(model.named_parameters(), moved, strict=True):
-        if "bn" in name or ".1." in name and p.ndim == 1:
-            continue  # a BatchNorm affine row can get an exact zero from a zero-mean batch; its grad is still set
+    for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     assert any(moved[: len(model.shared_parameters())]), "the shared part moved"
 
