@@ -121,6 +121,7 @@ def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, recor
         **_best(history, record.metric, record.mode),
         "train_time_s": last.get("time_total_s"),
         "train_img_per_s": _column(history, "train_img_per_s", "mean"),
+        "train_step_ms": _column(history, "train_step_ms", "mean"),
         "parameters": last.get("parameters"),
         "peak_memory_mb": _column(history, "peak_memory_mb", "max"),
         **{f"time_{p}_s": last.get(f"time_{p}_s") for p in (*TIME_PARTS, *SETUP_PARTS, "wall")},

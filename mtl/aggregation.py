@@ -88,7 +88,11 @@ METHODS: dict[str, Method] = {
                        lambda t, o: GradNorm(t, o["gradnorm_alpha"], o["gradnorm_lr"]),
                        {"gradnorm_alpha": 1.5, "gradnorm_lr": 0.025}),
 }
-LOSS_METHODS = ("fixed", "uncertainty", "dwa")  # weight the losses: one backward pass (mtl.losses.TaskWeighting)
+# weight the losses: one backward pass (mtl.losses.TaskWeighting)
+LOSS_METHODS = {"fixed": "a fixed weighted sum of the losses (linear scalarisation)",
+                "uncertainty": "uncertainty weighting (Kendall et al., CVPR 2018)",
+                "dwa": "DWA, dynamic weight average (Liu et al., CVPR 2019)"}
+PAPERS = {**LOSS_METHODS, **{name: m.paper for name, m in METHODS.items()}}
 OPTION_KEYS = {key: name for name, m in METHODS.items() for key in (m.options or {})}
 EXTRAS = {"solvers": "cvxpy and its solvers: pip install 'mtl-tune[solvers]' (torchjd[cagrad,nash_mtl])"}
 

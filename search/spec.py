@@ -152,6 +152,16 @@ class ResourcesBlock(_Strict):
     gpus: float | None = Field(None, ge=0)  # default: 1 per trial when the cluster has GPUs, else 0
 
 
+class FrontierBlock(_Strict):
+    """A frontier study (analysis.frontier): methods judged against a tuned front of weighted sums."""
+
+    front: list[str]  # variant names of the weighted sums (fixed loss_weights): the scalarisation front
+    tune: str = "lr"  # the grid key each variant tunes, with the same values (the same budget) for every variant
+    tuning_seeds: list[int] = [0]  # seeds that choose each variant's value; the others compare (never both)
+    margin: dict[str, float]  # {objective: margin}: "equivalent" within it, declared before the runs
+    alpha: float = Field(0.05, gt=0, lt=1)  # the page's family-wise error
+
+
 class ReportBlock(_Strict):
     columns: list[str] | None = None
     order: list[str] | None = None
@@ -163,6 +173,7 @@ class ReportBlock(_Strict):
     equivalence_margin: dict[str, float] | None = None
     # {metric: value}: the hypervolume's reference point for the objectives (default: mtl.metrics.WORST_VALUES)
     reference_point: dict[str, float] | None = None
+    frontier: FrontierBlock | None = None
 
     @field_validator("equivalence_margin")
     @classmethod

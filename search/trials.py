@@ -135,9 +135,36 @@ def with_seeds(exp: Experiment, seeds: int | list[int] | SeedsBlock, where: str)
     return replace(exp, seeds=values, adaptive=None)
 
 
+def check_frontier(exp: Experiment, where: str) -> None:
+    """`report.frontier` names weighted-sum variants, a grid key every variant tunes, seeds the spec runs, and a
+    margin per objective; what is wrong is named."""
+    fb = exp.spec.report.frontier
+    if fb is None:
+        return
+    key = f"{where}: key 'report.frontier"
+    names = [v.get("name") for v in exp.spec.variants]
+    if not exp.objectives:
+        raise SpecError(f"{key}': a frontier study needs objectives, e.g. {{semseg_miou: max, depth_silog: min}}")
+    unknown = [f for f in fb.front if f not in names]
+    if unknown or len(fb.front) < 2:
+        raise SpecError(f"{key}.front': {unknown[0] if unknown else fb.front}: expected two or more variant names; "
+                        f"variants: {', '.join(map(str, names))}")
+    if fb.tune not in exp.spec.grid:
+        raise SpecError(f"{key}.tune': {fb.tune!r} is not a grid key (every variant tunes the same values); "
+                        f"grid keys: {', '.join(exp.spec.grid) or 'none'}")
+    if set(fb.margin) != set(exp.objectives) or not all(m > 0 for m in fb.margin.values()):
+        raise SpecError(f"{key}.margin': one margin > 0 per objective ({', '.join(exp.objectives)}); "
+                        f"got {fb.margin}")
+    left = [s for s in exp.seeds if s not in fb.tuning_seeds]
+    if not set(fb.tuning_seeds) <= set(exp.seeds) or len(left) < 2:
+        raise SpecError(f"{key}.tuning_seeds': {fb.tuning_seeds} must be seeds the spec runs "
+                        f"({list(exp.seeds)}) and leave two or more to compare on")
+
+
 def check_objectives_fit(exp: Experiment, where: str) -> None:
     """Objectives with what serves one metric only: refused, naming the key."""
     check_reference_point(exp.objectives, exp.spec.report.reference_point, where)
+    check_frontier(exp, where)
     if exp.objectives is None:
         return
     if exp.adaptive is not None:
