@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.findings_page import markdown_table
 from analysis.tables import LABELS
 from analysis.tradeoff import reference_point
 from core.saved import SavedExperiment, copy_artifacts, read_saved
@@ -164,7 +163,7 @@ def page(saved: SavedExperiment, tuned: Tuned, result: Frontier, figure_name: st
     hours = pd.to_numeric(f["train_time_s"], errors="coerce").sum() / 3600
     seeds = sorted(set(tuned.frame["seed"]))
     lines = [intro.rstrip(), "", f"**Headline.** {headline(result)}", "",
-             f"![the tuned front and each method]({figure_name})", "", markdown_table(table(saved, tuned, result)), "",
+             f"![the tuned front and each method]({figure_name})", "", table(saved, tuned, result).to_markdown(index=False), "",
              f"Design, declared in the spec before the runs: every row tunes `{design.get('tune', 'lr')}` over the "
              f"same values (the same budget), chosen on seed(s) {design.get('tuning_seeds', [0])} by the largest "
              f"hypervolume of the mean point; the verdicts use seeds {seeds} only (paired). Equivalence margins: "
