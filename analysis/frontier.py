@@ -27,8 +27,8 @@ from analysis.tables import LABELS
 from analysis.tradeoff import reference_point
 from core.saved import SavedExperiment, copy_artifacts, read_saved
 from mtl.aggregation import PAPERS
-from stats.frontier import Frontier, Values, frontier_verdicts
-from stats.pareto import hypervolume, mean_ci
+from stats.frontier import Frontier, Values, best_row, frontier_verdicts
+from stats.pareto import mean_ci
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Tuned:
 
 
 def tune(saved: SavedExperiment) -> Tuned:
-    """Each declared variant's tuned row, chosen on the tuning seeds only."""
+    """Each declared variant's tuned row, chosen on the tuning seeds only (`stats.frontier.best_row`: the choice
+    the adaptive design made while it ran)."""
     spec, objectives = saved.record.spec, saved.record.objectives or {}
     design = spec["report"]["frontier"]
     key, tuning = design.get("tune", "lr"), set(design.get("tuning_seeds", [0]))
@@ -47,17 +48,16 @@ def tune(saved: SavedExperiment) -> Tuned:
     done = saved.frame[saved.frame["status"] == "completed"]
     rows, values, parts = {}, {}, []
     for name in (v["name"] for v in spec["variants"]):
-        mine = done[(done["variant"] == name) | done["variant"].str.startswith(f"{name} | ")]
-        scores = {}
-        for row, part in mine[mine["seed"].isin(tuning)].groupby("variant"):
-            point = part[list(objectives)].astype(float).mean().to_numpy()[None, :]
-            scores[row] = hypervolume(point, list(objectives.values()), ref) if np.isfinite(point).all() else -1.0
-        if not scores:
+        mine = saved.frame[(saved.frame["variant"] == name) | saved.frame["variant"].str.startswith(f"{name} | ")]
+        tuning_runs = mine[mine["seed"].isin(tuning)]
+        if tuning_runs.empty:
             continue
-        rows[name] = max(scores, key=scores.get)
+        points = {row: [float(pd.to_numeric(part.loc[part["status"] == "completed", m]).mean()) for m in objectives]
+                  for row, part in tuning_runs.groupby("variant", sort=False)}
+        rows[name] = best_row(points, list(objectives.values()), ref)
         chosen = mine[mine["variant"] == rows[name]]
         values[name] = float(chosen[f"config/{key}"].iloc[0])
-        parts.append(chosen[~chosen["seed"].isin(tuning)].assign(variant=name))
+        parts.append(done[(done["variant"] == rows[name]) & ~done["seed"].isin(tuning)].assign(variant=name))
     return Tuned(rows, values, pd.concat(parts) if parts else done.iloc[:0])
 
 
@@ -76,8 +76,10 @@ def study(saved: SavedExperiment) -> tuple[Tuned, Frontier]:
     front = [f for f in design["front"] if f in tuned.rows]
     methods = [n for n in tuned.rows if n not in design["front"]]
     values = _values(tuned.frame, [*front, *methods], objectives)
+    adaptive = saved.record.adaptive
+    plan = (adaptive["first"], len(saved.record.seeds) - len(design.get("tuning_seeds", [0]))) if adaptive else None
     return tuned, frontier_verdicts(values, methods, front, objectives, design["margin"],
-                                    design.get("alpha", 0.05))
+                                    design.get("alpha", 0.05), design=plan)
 
 
 def table(saved: SavedExperiment, tuned: Tuned, result: Frontier) -> pd.DataFrame:
@@ -159,20 +161,43 @@ def headline(result: Frontier) -> str:
 
 def page(saved: SavedExperiment, tuned: Tuned, result: Frontier, figure_name: str, intro: str = "") -> str:
     design = saved.record.spec["report"]["frontier"]
-    f = saved.frame
-    hours = pd.to_numeric(f["train_time_s"], errors="coerce").sum() / 3600
     seeds = sorted(set(tuned.frame["seed"]))
     lines = [intro.rstrip(), "", f"**Headline.** {headline(result)}", "",
-             f"![the tuned front and each method]({figure_name})", "", table(saved, tuned, result).to_markdown(index=False), "",
+             f"![the tuned front and each method]({figure_name})", "",
+             table(saved, tuned, result).to_markdown(index=False), "",
              f"Design, declared in the spec before the runs: every row tunes `{design.get('tune', 'lr')}` over the "
              f"same values (the same budget), chosen on seed(s) {design.get('tuning_seeds', [0])} by the largest "
-             f"hypervolume of the mean point; the verdicts use seeds {seeds} only (paired). Equivalence margins: "
-             + ", ".join(f"{LABELS.get(k, k)} ±{v}" for k, v in design["margin"].items()) + ". "
-             f"All {result.family} p-values of the page (each method × each weighted sum × dominates / dominated / "
+             f"hypervolume of the mean point; the verdicts use seeds {seeds} only (paired). {_seeds_text(saved)} "
+             "Equivalence margins: " + ", ".join(f"{LABELS.get(k, k)} ±{v}" for k, v in design["margin"].items()) +
+             f". All {result.family} p-values of the page (each method × each weighted sum × dominates / dominated / "
              f"equivalent) are Holm-adjusted together: the page's family-wise error is at most {result.alpha}.", "",
-             f"Compute: {len(f)} trials planned, {int((f['status'] == 'completed').sum())} completed, "
-             f"{hours:.2f} trial-hours on {saved.record.profile} profile; command: `{saved.command()}`.", ""]
+             f"**Compute, planned against spent.** {compute(saved)}", ""]
     return "\n".join(lines)
+
+
+def _seeds_text(saved: SavedExperiment) -> str:
+    adaptive = saved.record.adaptive
+    if not adaptive:
+        return "Seeds: a fixed number per row (paired t-tests, one look)."
+    return (f"Seeds: adaptive, {adaptive['first']} comparison seeds first, then one more for each method still "
+            f"unresolved, up to {adaptive['max']} (group-sequential one-sided paired t-tests, O'Brien-Fleming "
+            "shape, repeated p-values: valid whatever decided to add or stop seeds).")
+
+
+def compute(saved: SavedExperiment) -> str:
+    """Planned (the record written before the first trial) against spent (the saved results and looks)."""
+    f, record = saved.frame, saved.record
+    hours = pd.to_numeric(f["train_time_s"], errors="coerce").sum() / 3600
+    planned = f"at most {record.trial_count} trials"
+    if record.estimate_s:
+        planned += f", about {record.estimate_s / 60:.0f} min of wall time estimated ({record.estimate_how})"
+    spent = (f"{len(f)} trials ({int((f['status'] == 'completed').sum())} completed), {hours:.2f} trial-hours"
+             + (f", {record.wall_s / 60:.0f} min wall time" if record.wall_s else ""))
+    looks = saved.looks or {}
+    stop = (f"; the design took {len(looks.get('looks', []))} looks and stopped: {looks.get('stopped')}"
+            if looks else "")
+    return (f"Planned: {planned}. Spent: {spent}{stop}. Profile {record.profile}; command: "
+            f"`{saved.command()}`.")
 
 
 def main(argv: list[str] | None = None) -> int:

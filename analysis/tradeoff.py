@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.tables import LABELS
 from mtl.metrics import WORST_VALUES
+from stats import pareto
 from stats.inference import ALPHA
 from stats.pareto import (
     Dominance,
@@ -32,8 +33,7 @@ from stats.pareto import (
 
 def reference_point(objectives: dict[str, str], declared: dict[str, float] | None) -> list[float] | None:
     """The hypervolume's reference point, objective by objective (declared first); None when one is unknown."""
-    values = [(declared or {}).get(m, WORST_VALUES.get(m)) for m in objectives]
-    return None if any(v is None for v in values) else [float(v) for v in values]
+    return pareto.reference_point(objectives, declared, WORST_VALUES)
 
 
 @dataclass

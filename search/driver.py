@@ -24,6 +24,7 @@ from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
 from search.adaptive import AdaptiveSeeds
 from search.extend import prior_cells
+from search.frontier_seeds import FrontierSeeds, frontier_searcher
 from search.raycompat import ray_listens_on_loopback
 from search.record import (
     EXIT_BAD_INPUT,
@@ -117,10 +118,13 @@ def _tuner(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExp
                       run_config=run_config)
 
 
-def _adaptive(exp: Experiment, run: RunConfig, extended: SavedExperiment | None) -> AdaptiveSeeds | None:
+def _adaptive(exp: Experiment, run: RunConfig, extended: SavedExperiment | None
+              ) -> AdaptiveSeeds | FrontierSeeds | None:
     """The adaptive-seeds searcher, with the extended experiment's trials as already run."""
     if exp.adaptive is None:
         return None
+    if exp.spec.report.frontier is not None:
+        return frontier_searcher(exp, run.budget)
     prior = prior_cells(extended.frame, exp) if extended is not None else None
     return AdaptiveSeeds(list(exp.comparisons), list(exp.seeds), exp.adaptive.first, exp.metric, exp.mode,
                          run.budget, prior, (exp.spec.report.equivalence_margin or {}).get(exp.metric),

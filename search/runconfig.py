@@ -126,6 +126,9 @@ def resolve(args: argparse.Namespace, exp: Experiment, argv: list[str]) -> RunCo
     for flag, value in (("--budget", args.budget), ("--extend", args.extend)):
         if value and exp.adaptive is None:
             raise SpecError(f"{flag}: needs adaptive seeds (--seeds first=N,max=M, or a spec `seeds: {{first, max}}`)")
+    if args.extend and exp.spec.report.frontier is not None:
+        raise SpecError("--extend: a frontier study tunes before it compares, so an earlier run's trials cannot enter "
+                        "its design; run the study again (or --resume it)")
     given = frozenset(k for k in ("max_concurrent", "budget", "wandb", "extend", "cpus_per_trial", "gpus_per_trial")
                       if getattr(args, k) is not None)
     return RunConfig(

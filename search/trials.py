@@ -93,6 +93,9 @@ class Experiment:
 
     def trial_count(self) -> int:
         """Trials the search runs (an adaptive design: at most)."""
+        if self.adaptive is not None and self.spec.report.frontier is not None:
+            tuning = self.spec.report.frontier.tuning_seeds  # every row tunes; each variant's chosen row compares
+            return len(self.rows) * len(tuning) + len(self.spec.variants) * (len(self.seeds) - len(tuning))
         if self.adaptive is not None:
             return len({r for pair in self.comparisons for r in pair}) * len(self.seeds)
         if self.algorithm == "optuna":
@@ -128,7 +131,10 @@ def with_seeds(exp: Experiment, seeds: int | list[int] | SeedsBlock, where: str)
     start = exp.spec.fixed.get("seed", 0)
     if isinstance(seeds, SeedsBlock):
         _check_adaptive(exp, seeds, where)
-        return replace(exp, seeds=tuple(range(start, start + seeds.max)), adaptive=seeds)
+        tuning = exp.spec.report.frontier.tuning_seeds if exp.spec.report.frontier else []
+        # a frontier study: its tuning seeds, then `max` comparison seeds (first / max count those)
+        compare = [s for s in range(start, start + seeds.max + len(tuning)) if s not in tuning][:seeds.max]
+        return replace(exp, seeds=tuple(dict.fromkeys([*tuning, *compare])), adaptive=seeds)
     if exp.algorithm == "optuna" and (isinstance(seeds, list) or seeds > 1):
         raise SpecError(f"{where}: optuna proposes each trial itself; replicate with num_samples instead")
     values = tuple(seeds) if isinstance(seeds, list) else tuple(range(start, start + seeds))
@@ -167,7 +173,7 @@ def check_objectives_fit(exp: Experiment, where: str) -> None:
     check_frontier(exp, where)
     if exp.objectives is None:
         return
-    if exp.adaptive is not None:
+    if exp.adaptive is not None and exp.spec.report.frontier is None:
         raise SpecError(f"{where}: key 'objectives': adaptive seeds test one metric (`metric:`, the group-sequential "
                         "test); use a fixed number of seeds with objectives")
     if exp.scheduler == "median":
@@ -185,6 +191,9 @@ def _check_adaptive(exp: Experiment, block: SeedsBlock, where: str) -> None:
     if exp.scheduler != "none":
         raise SpecError(f"{where}: adaptive seeds compare final results: use scheduler none, not {exp.scheduler} "
                         "(an early-stopped seed has no final result to pair)")
+    if exp.spec.report.frontier is not None and (block.compare or block.family):
+        raise SpecError(f"{where}: a frontier study's adaptive seeds compare every method with the front and adjust "
+                        "across its page: leave out compare and family")
     names = [r.name for r in exp.rows]
     for i, text in enumerate(block.compare or []):
         pair = split_comparison(text)

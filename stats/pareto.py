@@ -59,6 +59,14 @@ def pareto_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return out
 
 
+def reference_point(objectives: Mapping[str, str], declared: Mapping[str, float] | None,
+                    worst: Mapping[str, float]) -> list[float] | None:
+    """The hypervolume's reference point, objective by objective: the declared value, else the metric's worst
+    value (`mtl.metrics.WORST_VALUES`); None when one is unknown."""
+    values = [(declared or {}).get(m, worst.get(m)) for m in objectives]
+    return None if any(v is None for v in values) else [float(v) for v in values]
+
+
 def hypervolume(values: np.ndarray, directions: Sequence[str], reference: Sequence[float]) -> float:
     """The hypervolume the points dominate up to the reference point (given in the objectives' own units)."""
     points = as_minimised(values, directions)

@@ -12,6 +12,7 @@ from conftest import write_spec
 
 from analysis.frontier import main as frontier_main
 from app.cli import main
+from search.frontier_seeds import FrontierSeeds
 from stats.frontier import frontier_verdicts, tost_p
 
 OBJ = {"semseg_miou": "max", "depth_silog": "min"}
@@ -75,7 +76,7 @@ variants:
   - {name: UPGrad, task_weighting: upgrad}
   - {name: GradNorm, task_weighting: gradnorm}
 grid: {lr: [1.0e-3, 3.0e-3]}
-seeds: 3
+seeds: %s
 objectives: {semseg_miou: max, depth_silog: min}
 report:
   frontier: {%s}
@@ -86,8 +87,8 @@ GOOD = {"front": '["sum 0.3 / 0.7", "sum 0.7 / 0.3"]', "tune": "lr", "tuning_see
         "margin": "{semseg_miou: 1.0, depth_silog: 1.0}"}
 
 
-def _design(**changes: str) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in {**GOOD, **changes}.items())
+def _design(seeds: str = "3", **changes: str) -> str:
+    return FRONTIER % (seeds, ", ".join(f"{k}: {v}" for k, v in {**GOOD, **changes}.items()))
 
 
 @pytest.mark.parametrize("changes, needle", [
@@ -95,18 +96,19 @@ def _design(**changes: str) -> str:
     ({"front": '[nope, "sum 0.7 / 0.3"]'}, "report.frontier.front': nope"),
     ({"tune": "epochs"}, "'epochs' is not a grid key"),
     ({"tuning_seeds": "[0, 1]"}, "leave two or more to compare on"),
+    ({"seeds": "{first: 2, max: 3, compare: [\"UPGrad vs GradNorm\"]}"}, "leave out compare and family"),
 ])
 def test_a_bad_frontier_design_is_refused_before_ray(tmp_path, capsys, monkeypatch, changes, needle):
     import ray
 
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray must not start on bad input"))
-    assert main([str(write_spec(tmp_path, FRONTIER % _design(**changes))), "--dry-run", "--profile", "smoke"]) == 2
+    assert main([str(write_spec(tmp_path, _design(**changes))), "--dry-run", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err, err
 
 
 def test_a_two_method_frontier_study_through_tune_gives_a_verdict_per_method(ray_local, tmp_path):
-    spec = write_spec(tmp_path, FRONTIER % _design(), name="frontier_smoke")
+    spec = write_spec(tmp_path, _design(seeds="{first: 2, max: 3}"), name="frontier_smoke")
     assert main([str(spec), "--profile", "smoke", "--storage", str(tmp_path / "r"), "--no-dashboard", "--no-report",
                  "--checkpoints", "none", "--set", "epochs=1", "--set", "train_images=8"]) == 0
     out = tmp_path / "frontier.md"
@@ -117,5 +119,68 @@ def test_a_two_method_frontier_study_through_tune_gives_a_verdict_per_method(ray
     for method in ("UPGrad", "GradNorm"):
         line = next(line for line in text.splitlines() if line.startswith(f"| {method} "))
         assert any(v in line for v in ("beats the front", "behind the front", "on the front", "unresolved")), line
-    assert "Headline." in text and "Holm-adjusted together" in text and "seeds [1, 2]" in text
-    assert "step (ms)" in text
+    assert "Headline." in text and "Holm-adjusted together" in text and "Seeds: adaptive, 2 comparison" in text
+    assert "step (ms)" in text and "Planned: at most 20 trials" in text and "looks and stopped" in text
+
+
+def _drive(searcher: FrontierSeeds, truth: dict[str, tuple[float, float]], rng: np.random.Generator,
+           sd: float = 1.0) -> int:
+    """Run a FrontierSeeds design to its end without Ray: each suggested (row, seed) gets truth + the seed's shared
+    part + its own noise. Returns the trials it ran."""
+    shared: dict[int, np.ndarray] = {}
+    trials = 0
+    while True:
+        batch = []
+        while isinstance(cell := searcher.suggest(f"t{trials + len(batch)}"), dict):
+            batch.append(cell)
+        for i, cell in enumerate(batch):
+            noise = shared.setdefault(cell["seed"], rng.normal(0, sd, 2)) + rng.normal(0, sd / 4, 2)
+            mu = truth[cell["variant"]]
+            searcher.on_trial_complete(f"t{trials + i}", {"status": "completed", "semseg_miou": mu[0] + noise[0],
+                                                          "depth_silog": mu[1] + noise[1]})
+        trials += len(batch)
+        if not batch:
+            return trials
+
+
+def _searcher(variants: list[str], front: list[str], first: int = 3, last: int = 8) -> FrontierSeeds:
+    rows = {v: [f"{v} | lr=0.001", f"{v} | lr=0.003"] for v in variants}
+    return FrontierSeeds(rows, front, [0], list(range(1, last + 1)), first, OBJ, MARGIN, [0.0, 100.0])
+
+
+def test_the_adaptive_design_settles_clear_methods_early_and_tunes_on_the_tuning_seed_only():
+    rng = np.random.default_rng(3)
+    truth = {"w1 | lr=0.001": (30, 20), "w1 | lr=0.003": (31, 21), "w2 | lr=0.001": (32, 22),
+             "w2 | lr=0.003": (20, 30), "good | lr=0.001": (38, 15), "good | lr=0.003": (10, 40),
+             "bad | lr=0.001": (20, 30), "bad | lr=0.003": (21, 31)}
+    searcher = _searcher(["w1", "w2", "good", "bad"], ["w1", "w2"])
+    trials = _drive(searcher, truth, rng, sd=0.5)
+    assert searcher.chosen == {"w1": "w1 | lr=0.003", "w2": "w2 | lr=0.001", "good": "good | lr=0.001",
+                               "bad": "bad | lr=0.003"}
+    v = searcher.verdicts()["verdict"]
+    assert v["good"] == "beats the front" and v["bad"] == "behind the front"
+    assert trials < 8 + 4 * 8, trials  # settled before max seeds: seeds went nowhere they were not needed
+    doc = searcher.looks_document()
+    assert doc["design"]["kind"] == "frontier" and doc["stopped"].startswith("every method has a verdict")
+    assert doc["looks"][0]["reason"].startswith("tuning") and doc["looks"][-1]["verdicts"]["good"]["pairs"] >= 3
+
+
+@pytest.mark.parametrize("scenario", ["no dominance", "at the margin"])
+def test_the_whole_adaptive_procedure_keeps_the_page_family_wise_error(scenario):
+    """The whole design as the search runs it - tune on seed 0, then 3 comparison seeds and one more per unresolved
+    method up to 8, a look each round, Holm over the page - under the worst nulls of the fixed-seed test above.
+    An error is a verdict the truth does not allow; its rate stays below alpha however the seeds were added."""
+    rng = np.random.default_rng(5)
+    draws, errors = 200, 0
+    base = (30.0, 20.0)
+    method = base if scenario == "no dominance" else (31.0, 20.0)
+    for _ in range(draws):
+        truth = {f"{v} | lr={lr}": (base if v.startswith("w") else method)
+                 for v in ("w1", "w2", "m1", "m2") for lr in ("0.001", "0.003")}
+        searcher = _searcher(["w1", "w2", "m1", "m2"], ["w1", "w2"])
+        _drive(searcher, truth, rng)
+        v = searcher.verdicts()["verdict"]
+        wrong = {"beats the front", "behind the front"} | ({"on the front"} if scenario == "at the margin" else set())
+        errors += any(x in wrong for x in v)
+    rate = errors / draws
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / draws), rate
