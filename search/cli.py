@@ -11,6 +11,7 @@ import torch
 
 from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
+from search.frontier_plan import frontier_plan
 from search.plan import plan
 from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
 from search.record import EXIT_BAD_INPUT
@@ -125,7 +126,7 @@ def _dry_run(exp: Experiment, run: RunConfig, args: argparse.Namespace) -> int:
     concurrency = run.concurrency(local_slots(run), exp.trial_count())
     print(budget(exp, concurrency, run.probe_steps, run.gpus_per_trial or 0.0, args.gpu_bench, run.cpus_per_trial))
     if args.plan_from:
-        print(plan(exp, args.plan_from))
+        print(frontier_plan(exp, args.plan_from) if exp.spec.report.frontier else plan(exp, args.plan_from))
     return 0
 
 

@@ -24,11 +24,18 @@ from search.trials import Experiment, format_value
 
 def trial_table(exp: Experiment) -> str:
     rows = []
+    frontier = exp.spec.report.frontier if exp.adaptive is not None else None
+    seeds = exp.seeds[:1] if exp.algorithm == "optuna" else tuple(frontier.tuning_seeds) if frontier else exp.seeds
     for row in exp.rows:
         overrides = ", ".join(f"{k}={format_value(v)}" for k, v in row.overrides.items()) or "(spec defaults)"
-        for seed in (exp.seeds[:1] if exp.algorithm == "optuna" else exp.seeds):
+        for seed in seeds:
             rows.append([len(rows) + 1, row.name + (" *" if row is exp.baseline else ""), overrides, seed])
     text = tabulate(rows, headers=["#", "variant (* baseline)", "overrides", "seed"])
+    if frontier:
+        compare = [s for s in exp.seeds if s not in frontier.tuning_seeds]
+        text += (f"\nthen each variant's row tuned on seed(s) {list(seeds)} runs comparison seeds "
+                 f"{compare[:exp.adaptive.first]}, and each method still unresolved one more seed per round, up to "
+                 f"{compare}: at most {exp.trial_count()} trials (search/frontier_seeds.py)")
     if exp.space:
         sampled = ", ".join(f"{k} ~ {kind}{format_value(args)}" for k, v in exp.space.items()
                             for kind, args in v.items())

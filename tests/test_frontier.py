@@ -123,6 +123,33 @@ def test_a_two_method_frontier_study_through_tune_gives_a_verdict_per_method(ray
     assert "step (ms)" in text and "Planned: at most 20 trials" in text and "looks and stopped" in text
 
 
+def test_the_frontier_plan_from_a_pilot(tmp_path, capsys):
+    """--dry-run --plan-from: each method's route to a verdict, its power and seeds, and the trials in all."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for variant, mu in {"sum 0.3 / 0.7": (30, 20), "sum 0.7 / 0.3": (32, 22), "UPGrad": (36, 16),
+                        "GradNorm": (31, 21)}.items():
+        for lr, shift in ((0.001, 0.0), (0.003, -3.0)):
+            for seed in range(4):
+                rows.append({"variant": f"{variant} | lr={lr:g}", "seed": seed, "status": "completed",
+                             "semseg_miou": mu[0] + shift + rng.normal(0, 0.3), "train_time_s": 6.0,
+                             "depth_silog": mu[1] - shift + rng.normal(0, 0.3)})
+    from search.record import experiment_record
+    from search.trials import load_experiment
+
+    spec = write_spec(tmp_path, _design(seeds="{first: 3, max: 8}"))
+    pilot = tmp_path / "pilot"
+    pilot.mkdir()
+    pd.DataFrame(rows).to_parquet(pilot / "results.parquet")
+    (pilot / "mtl_experiment.json").write_text(experiment_record(load_experiment(spec).configure("smoke")).to_json())
+    assert main([str(spec), "--dry-run", "--profile", "smoke", "--plan-from", str(pilot)]) == 0
+    out = capsys.readouterr().out
+    assert "frontier plan from 32 pilot trial(s): 2 weighted sums, 2 methods" in out, out
+    upgrad = next(line for line in out.splitlines() if line.startswith("| UPGrad"))
+    assert "beats vs" in upgrad and "1.00" in upgrad, upgrad
+    assert "expected: ~" in out and "(8 tuning; at most 40)" in out
+
+
 def _drive(searcher: FrontierSeeds, truth: dict[str, tuple[float, float]], rng: np.random.Generator,
            sd: float = 1.0) -> int:
     """Run a FrontierSeeds design to its end without Ray: each suggested (row, seed) gets truth + the seed's shared
