@@ -200,12 +200,19 @@ def compute(saved: SavedExperiment) -> str:
             f"`{saved.command()}`.")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="python -m analysis.frontier", description=__doc__.splitlines()[0])
-    p.add_argument("experiment")
-    p.add_argument("--out", default="docs/frontier.md")
+    p.add_argument("experiment", help="the frontier study's experiment folder (local or s3://), e.g. "
+                   "docs/frontier/frontier")
+    p.add_argument("--out", default="docs/frontier.md", help="the page (its figure goes beside it, .png)")
     p.add_argument("--copy", help="also copy the experiment's small artifacts here (never checkpoints)")
     p.add_argument("--intro", help="a markdown file to open the page with")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
     uri = str(copy_artifacts(a.experiment, a.copy)) if a.copy else a.experiment
     saved = read_saved(uri)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 
 def _parsers() -> list[tuple[str, Callable[[], argparse.ArgumentParser]]]:
-    from analysis import export, findings, posthoc, report
+    from analysis import export, findings, frontier, posthoc, report
     from search import cli
 
     return [("python run_search.py", cli.parser), ("python -m analysis.report", report.parser),
             ("python -m analysis.findings", findings.parser), ("python -m analysis.posthoc", posthoc.parser),
-            ("python -m analysis.export", export.parser)]
+            ("python -m analysis.export", export.parser), ("python -m analysis.frontier", frontier.parser)]
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
