@@ -153,7 +153,8 @@ def verdict(f: Finding, r: dict) -> str:
     need = r.get("seeds_needed", math.nan)
     if not np.isfinite(need):
         return "unresolved (more than 40 seeds for 80 % power)" if r.get("design") else "unresolved (no effect seen)"
-    how = f" in a sequential design of 3..{int(need)} seeds" if r.get("design") else ""
+    # a finished sequential design is not extended (--extend refuses another max): a new study on fresh seeds is
+    how = f" in a new study on fresh seeds, designed 3..{int(need)}" if r.get("design") else ""
     return f"unresolved (~{int(need)} seeds for 80 % power{how})"
 
 

@@ -14,6 +14,7 @@ import math
 
 import pandas as pd
 
+from core.record import ExperimentRecord
 from core.saved import SavedExperiment, read_saved
 from core.storage import Storage, split_experiment_uri
 from search.record import experiment_record
@@ -42,7 +43,32 @@ def check_extend(exp: Experiment, run: RunConfig, storage: Storage) -> SavedExpe
                            f"{json.dumps(now[k], default=str)[:70]}" for k in changed)
         raise SpecError(f"--extend {run.extend}: it ran another design, so its seeds cannot pair with new ones "
                         f"({detail}). Use the command it ran (`{old.command()}`) with the adaptive flags")
+    changed = design_changes(old.record, exp)
+    if changed:
+        raise SpecError(f"--extend {run.extend}: the extension must continue the design the experiment ran, or its "
+                        f"error rate is no longer the design's; changed: {'; '.join(changed)}")
     return old
+
+
+def design_changes(old: ExperimentRecord, exp: Experiment) -> list[str]:
+    """What differs between the sequential design `old` ran and the one extending it. A finished 3..8 design
+    extended to 3..13 looks again at data it already judged (the error grows by half); a margin added after the
+    results is chosen on them. A fixed-seed experiment is the first look of the new design: its seed count must be
+    the design's `first`."""
+    new = exp.adaptive
+    out = []
+    if old.adaptive is None:
+        if new is not None and new.first != len(old.seeds):
+            out.append(f"first: its {len(old.seeds)} fixed seeds are the design's first look -> first={new.first}")
+    elif new is not None:
+        out += [f"{key}: {old.adaptive.get(key)} -> {getattr(new, key)}" for key in ("first", "max", "family")
+                if old.adaptive.get(key) != getattr(new, key)]
+    margin_old = (old.spec.get("report") or {}).get("equivalence_margin")
+    margin_new = exp.spec.report.equivalence_margin
+    if (margin_old or None) != (margin_new or None):
+        out.append(f"report.equivalence_margin: {margin_old} -> {margin_new} (a margin is declared before the "
+                   "results it judges)")
+    return out
 
 
 def prior_cells(frame: pd.DataFrame, exp: Experiment) -> dict[tuple[str, int], float]:

@@ -158,3 +158,29 @@ def test_plan_from_a_pilot(tmp_path):
     assert "| 1.00 " in lines["L1 vs L2"] or "| 0.9" in lines["L1 vs L2"]  # a large effect: high power
     assert "> 40" in lines["berHu vs L2"] or int(lines["berHu vs L2"].split("|")[-2]) > 8  # a small one: more seeds
     assert "trial-hours" in text and "optimistic" in text
+
+
+@pytest.mark.parametrize(("old_seeds", "new_seeds", "margin", "expected"), [
+    ("first=3,max=8", "first=3,max=13", None, ["max: 8 -> 13"]),  # re-extending a finished design
+    ("first=3,max=8", "first=3,max=8", None, []),
+    ("3", "first=3,max=8", None, []),  # a fixed-seed run is the new design's first look
+    ("3", "first=2,max=8", None, ["first: its 3 fixed seeds are the design's first look -> first=2"]),
+    ("first=3,max=8", "first=3,max=8", 1.0, ["report.equivalence_margin: None -> {'multitask': 1.0}"]),
+])
+def test_extend_refuses_a_design_other_than_the_one_that_ran(old_seeds, new_seeds, margin, expected):
+    """--extend continues the design the experiment ran, or its error rate would not be the design's: another
+    first / max / family, or a margin added after the results, is named (search.extend.design_changes)."""
+    import dataclasses
+
+    from search.cli import _experiment, parse_args
+    from search.extend import design_changes
+    from search.record import experiment_record
+
+    spec = "ablations/depth_loss.yaml"
+    old = _experiment(parse_args([spec, "--seeds", old_seeds])).configure("smoke", sets={"pretrained": False})
+    new = _experiment(parse_args([spec, "--seeds", new_seeds])).configure("smoke", sets={"pretrained": False})
+    if margin is not None:
+        report = new.spec.report.model_copy(update={"equivalence_margin": {"multitask": margin}})
+        new = dataclasses.replace(new, spec=new.spec.model_copy(update={"report": report}))
+    changes = design_changes(experiment_record(old), new)
+    assert [c.split(" (a margin")[0] for c in changes] == expected
