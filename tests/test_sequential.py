@@ -158,3 +158,35 @@ def test_repeated_ci_is_the_t_interval_for_a_single_look_and_wider_with_more_loo
     assert low == pytest.approx(t_low, abs=0.01) and high == pytest.approx(t_high, abs=0.01)
     wide = repeated_ci(d, 3, 8)
     assert wide[0] < low and wide[1] > high
+
+
+def test_pair_test_picks_the_design_s_test_and_matches_scipy():
+    """pair_test: a fixed design gives the paired t of scipy with a single-look TOST; a sequential one gives the
+    repeated p of the design and its repeated interval (which holds the mean difference)."""
+    import pandas as pd
+
+    from stats.sequential import equivalence_p, pair_test, repeated_ci
+
+    rng = np.random.default_rng(4)
+    base = pd.Series(rng.normal(10, 1, 6), index=range(6))
+    variant = base + rng.normal(0.8, 0.4, 6)
+    d = (variant - base).to_numpy()
+    fixed = pair_test(variant, base, None, margin=2.0)
+    assert fixed["test"] == "paired t" and fixed["p_value"] == pytest.approx(stats.ttest_rel(variant, base).pvalue)
+    one_sided = max(stats.ttest_1samp(d + 2.0, 0, alternative="greater").pvalue,
+                    stats.ttest_1samp(2.0 - d, 0, alternative="greater").pvalue)
+    assert fixed["p_equivalence"] == pytest.approx(one_sided, abs=0.003)  # a one-look design: the plain TOST
+    seq = pair_test(variant, base, {"first": 3, "max": 8}, margin=2.0)
+    assert seq["p_value"] == repeated_p(d, 3, 8) and seq["p_equivalence"] == equivalence_p(d, 2.0, 3, 8)
+    assert (seq["delta_ci_low"], seq["delta_ci_high"]) == repeated_ci(d, 3, 8)
+    assert seq["delta_ci_low"] < d.mean() < seq["delta_ci_high"] and seq["n_pairs"] == 6
+
+
+def test_seeds_for_power_is_the_smallest_max_that_reaches_the_target():
+    from stats.planning import design_power, seeds_for_power
+
+    need = seeds_for_power(1.2, 3, 0.05)
+    assert need is not None and design_power(1.2, 3, need, 0.05)[0] >= 0.8
+    assert need == 3 or design_power(1.2, 3, need - 1, 0.05)[0] < 0.8
+    assert seeds_for_power(2.0, 3, 0.05) <= need  # a larger effect needs no more seeds
+    assert seeds_for_power(0.0, 3, 0.05) is None and seeds_for_power(0.1, 3, 0.05) is None  # beyond 40
