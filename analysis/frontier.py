@@ -112,7 +112,7 @@ def _verdict_cells(result: Frontier, name: str) -> dict[str, str]:
     need = v["seeds_needed"]
     return {"verdict": f"**{v['verdict']}**", "against (adj. p)": f"{v['against']}{p}" if v["against"] else "",
             "seeds to settle": ("" if v["verdict"] != "unresolved" else
-                                f"~{need:.0f}" if math.isfinite(need) else "more than 30")}
+                                f"~{need:.0f}" if math.isfinite(need) and need <= 40 else "more than 40")}
 
 
 def figure(saved: SavedExperiment, tuned: Tuned, result: Frontier, path: Path) -> Path:
@@ -131,6 +131,8 @@ def figure(saved: SavedExperiment, tuned: Tuned, result: Frontier, path: Path) -
         ax.scatter(xs, ys, s=8, color=colour, alpha=0.35)
         ax.errorbar(cx["mean"], cy["mean"], xerr=_half(cx), yerr=_half(cy), fmt="s" if name in front else "o",
                     ms=5, capsize=2, color=colour, label=None if name in front else name)
+        if name in front:
+            ax.annotate(name, means[name], xytext=(4, -10), textcoords="offset points", fontsize=6)
     line = sorted(means[f] for f in front if f in means)
     ax.plot([p[0] for p in line], [p[1] for p in line], "k--", lw=1, label="tuned weighted sums (the front)")
     ax.set(xlabel=f"{LABELS.get(x, x)} ({'higher' if objectives[x] == 'max' else 'lower'} is better)",
@@ -170,7 +172,10 @@ def page(saved: SavedExperiment, tuned: Tuned, result: Frontier, figure_name: st
              f"hypervolume of the mean point; the verdicts use seeds {seeds} only (paired). {_seeds_text(saved)} "
              "Equivalence margins: " + ", ".join(f"{LABELS.get(k, k)} ±{v}" for k, v in design["margin"].items()) +
              f". All {result.family} p-values of the page (each method × each weighted sum × dominates / dominated / "
-             f"equivalent) are Holm-adjusted together: the page's family-wise error is at most {result.alpha}.", "",
+             f"equivalent) are Holm-adjusted together: the page's family-wise error is at most {result.alpha}. "
+             "Seeds to settle: per row, for 80 % power of the most promising test at Holm's first-step level, "
+             "taking the observed effect as true: optimistic, since effects that look promising in a few seeds "
+             "are inflated.", "",
              f"**Compute, planned against spent.** {compute(saved)}", ""]
     return "\n".join(lines)
 
