@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(lines)
     meta = {"profile": a.profile, "threads": a.threads, "rounds": a.rounds, "steps": a.steps,
-            "torch": torch.__version__, "command": "python -m bench.aggregators " + " ".join(argv or [])}
+            "torch": torch.__version__,
+            "command": "python -m bench.aggregators " + " ".join(sys.argv[1:] if argv is None else argv)}
     (out / "aggregators.json").write_text(json.dumps({"meta": meta, "rows": lines}, indent=1))
     (out / "aggregators.md").write_text(f"{meta}\n\n{table.to_markdown(index=False)}\n")
     print(table.pivot(index="method", columns="architecture", values="ratio_vs_fixed").to_markdown())
