@@ -207,7 +207,7 @@ def trial_seconds(cfg: TrialConfig, p: Probe) -> float:
 def estimate(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,
              bench_file: str | None = None, cpus_per_trial: float = 1.0) -> Estimate:
     trials = exp.trial_count()
-    per_row = max(trials // max(len(exp.rows), 1), 1)
+    share = _trials_per_row(exp)
     durations, epochs, images, shapes, step_s = [], 0, 0, set(), {}
     threads = max(int(cpus_per_trial), 1)
     for row in exp.rows:
@@ -216,11 +216,25 @@ def estimate(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_t
         shapes.add(p)
         step_s.setdefault(cfg.task_weighting, p.step_s)
         counts = cfg.counts()
+        per_row = share(row.name)
         epochs += cfg.epochs * per_row
         images += cfg.epochs * ((counts["train"] or 0) + (counts["val"] or 0)) * per_row
         durations += [trial_seconds(cfg, p)] * per_row
     speed, how = parallel_speed(concurrency, gpus_per_trial, bench_file)
     return Estimate(trials, epochs, images, durations, concurrency, speed, how, len(shapes), threads, step_s)
+
+
+def _trials_per_row(exp: Experiment):
+    """Row name -> the trials it runs at most: a frontier study's rows run the tuning seeds, and the comparison seeds
+    go to one row per variant (the tuning decides which; its rows cost alike, so the first stands for it)."""
+    frontier = exp.spec.report.frontier if exp.adaptive is not None else None
+    if frontier is None:
+        per_row = max(exp.trial_count() // max(len(exp.rows), 1), 1)
+        return lambda name: per_row
+    names = [v["name"] for v in exp.spec.variants]
+    first = {next(r.name for r in exp.rows if r.name == n or r.name.startswith(f"{n} | ")) for n in names}
+    compare = len(exp.seeds) - len(frontier.tuning_seeds)
+    return lambda name: len(frontier.tuning_seeds) + (compare if name in first else 0)
 
 
 def budget(exp: Experiment, concurrency: int, probe_steps: int = 2, gpus_per_trial: float = 0.0,
