@@ -30,6 +30,7 @@ from analysis.tables import (
     display_table,
     estimate_line,
     stats_footnote,
+    step_costs,
     time_split,
     trend_lines,
     wandb_sheet,
@@ -203,7 +204,8 @@ def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
              *search_notes, *([trade.note] if trade else [])]
     front = f"\n\n## Trade-off\n\n{trade.table.to_markdown(index=False)}\n\n{trade.note}\n" \
         if trade is not None and trade.table is not None else ""
-    timing = "\n\n".join(t for t in (time_split(res.frame), estimate_line(res.record), storage_use(res)) if t)
+    timing = "\n\n".join(t for t in (time_split(res.frame), step_costs(res.frame), estimate_line(res.record),
+                                      storage_use(res)) if t)
     trials = res.frame[[c for c in TRIAL_COLUMNS if c in res.frame]].round(3)
     if "md" in formats:
         title = f"# {res.name}" + (" (partial results)" if res.partial else "")

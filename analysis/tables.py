@@ -266,6 +266,20 @@ def time_split(frame: pd.DataFrame) -> str:
             f"trial wall {wall:.1f} s in mtl.train, {tune:.1f} s as Tune counts it")
 
 
+def step_costs(frame: pd.DataFrame) -> str:
+    """The training step of each task_weighting method in the experiment (mean of its trials' `train_step_ms`)
+    against fixed weights (or the cheapest): what a gradient-aggregation method's extra backward passes cost."""
+    if "train_step_ms" not in frame or "config/task_weighting" not in frame:
+        return ""
+    by = pd.to_numeric(frame["train_step_ms"], errors="coerce").groupby(frame["config/task_weighting"]).mean()
+    by = by.dropna().sort_values()
+    if len(by) < 2:
+        return ""
+    base = "fixed" if "fixed" in by else by.index[0]
+    parts = ", ".join(f"{m} {v:.0f} ms ({v / by[base]:.1f}x)" for m, v in by.items())
+    return f"training step by task_weighting (mean over trials, against {base}): {parts}"
+
+
 def compact_table(frame: pd.DataFrame) -> str:
     """The few lines `run_search.py` prints at the end (the report has the real tables)."""
     def num(v):

@@ -151,3 +151,16 @@ def test_a_method_whose_solver_extra_is_missing_says_what_to_install(tmp_path, c
     assert main([str(write_spec(tmp_path, "fixed: {task_weighting: cagrad}")), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "mtl-tune[solvers]" in err and len([line for line in err.splitlines() if "cagrad" in line]) == 1
+
+
+def test_the_report_shows_each_method_s_step_against_fixed_weights():
+    import pandas as pd
+
+    from analysis.tables import step_costs
+
+    frame = pd.DataFrame({"config/task_weighting": ["fixed", "fixed", "upgrad", "upgrad", "dwa"],
+                          "train_step_ms": [100.0, 110.0, 300.0, 330.0, 104.0]})
+    line = step_costs(frame)
+    assert line.startswith("training step by task_weighting (mean over trials, against fixed)")
+    assert "fixed 105 ms (1.0x)" in line and "upgrad 315 ms (3.0x)" in line and "dwa 104 ms (1.0x)" in line
+    assert step_costs(frame[frame["config/task_weighting"] == "fixed"]) == ""  # one method: nothing to compare
