@@ -136,7 +136,20 @@ def _design_line(name: str, exp: SavedExperiment) -> str:
     added = int(exp.frame["extended_from"].isna().sum()) if "extended_from" in exp.frame else len(exp.frame)
     return (f"{name}: first {design['first']}, max {design['max']} seeds, settled at {level}"
             f"{f', equivalence margin ±{margin:g}' if margin else ''}; {added} trial(s) run in "
-            f"{_minutes(exp.record.wall_s)}; stopped: {exp.looks.get('stopped')}.")
+            f"{_minutes(exp.record.wall_s)}; {stop_text(exp.looks)}.")
+
+
+def stop_text(looks: dict) -> str:
+    """Why the design stopped, from its last look's decisions: a resolved, an equivalent, a futile and a
+    max-reached comparison are different endings, and each is named."""
+    if looks.get("stopped") == "budget":
+        return "stopped: the budget was spent"
+    last = looks["looks"][-1]["comparisons"] if looks.get("looks") else {}
+    names = {"resolved": "resolved", "equivalent": "shown equivalent", "futile": "stopped for futility",
+             "max": "at max seeds, unresolved"}
+    counts = pd.Series([c.get("decision") or "open" for c in last.values()]).value_counts()
+    parts = [f"{n} {names.get(d, d)}" for d, n in counts.items()]
+    return "stopped: " + (", ".join(parts) if parts else str(looks.get("stopped")))
 
 
 def _minutes(seconds: float | None) -> str:

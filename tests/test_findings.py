@@ -141,3 +141,14 @@ def test_diverges_needs_trials_and_leaves_errors_out_and_a_missing_variant_is_no
     # before: a renamed or missing variant gave "reproduced" with no data
     assert verdicts[claim["optimizer_lr:optimizer=adam, lr=0.0001"]] == \
         "not run: no completed trial of 'optimizer=sgd, lr=0.01' in optimizer_lr"
+
+
+def test_a_design_s_ending_is_named_from_its_last_look():
+    """'stopped: settled' said nothing: a futility stop, a max-reached stop and a resolved one are told apart."""
+    from analysis.findings_page import stop_text
+
+    looks = {"stopped": "settled", "looks": [{"comparisons": {"a vs b": {"decision": "resolved"},
+                                                             "c vs b": {"decision": "futile"},
+                                                             "d vs b": {"decision": "max"}}}]}
+    assert stop_text(looks) == "stopped: 1 resolved, 1 stopped for futility, 1 at max seeds, unresolved"
+    assert stop_text({"stopped": "budget", "looks": []}) == "stopped: the budget was spent"
