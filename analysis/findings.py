@@ -129,8 +129,9 @@ def verdict(f: Finding, r: dict) -> str:
         if not r.get("trials"):
             return f"not run: no completed or diverged trial of {f.variant!r} in {f.experiment}"
         failed = r["diverged"] + r["zero"]
-        return "reproduced" if failed == r["trials"] else \
-            f"contradicted ({int(r['trials'] - failed)}/{int(r['trials'])} seeds trained)"
+        # a count of trials, not a test: the verdict says its n
+        return f"reproduced ({int(failed)}/{int(r['trials'])} seeds diverged or scored 0)" \
+            if failed == r["trials"] else f"contradicted ({int(r['trials'] - failed)}/{int(r['trials'])} seeds trained)"
     counts = {k: r.get(k) if isinstance(r.get(k), (int, float)) and r.get(k) == r.get(k) else 0
               for k in ("n_variant", "n_baseline")}
     if not counts["n_variant"] or not counts["n_baseline"]:
