@@ -145,9 +145,11 @@ class TrialConfig(BaseModel):
         if tuple(self.loss_weights) != (0.5, 0.5):
             raise ValueError(f"loss_weights: task_weighting {method} sets how the tasks combine itself; "
                              "loss_weights apply to fixed and dwa (leave them at [0.5, 0.5])")
-        if self.amp == "fp16" or self.compile != "off":
-            raise ValueError(f"task_weighting {method} runs the shared part and the heads as separate calls "
-                             "without a grad scaler: use amp off or bf16, and compile off")
+        # with `compile`, evaluation runs the compiled model; the aggregated training step calls the model's
+        # parts (shared_features, heads), which run eagerly through the compiled wrapper
+        if self.amp == "fp16":
+            raise ValueError(f"task_weighting {method} backpropagates a Jacobian, which has no grad-scaler path: "
+                             "use amp off or bf16")
         if METHODS[method].extra:
             try:
                 build_aggregator(method, len(self.tasks), self.weighting_options())

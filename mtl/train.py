@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from mtl import checkpoint as ckpt_io
+from mtl.aggregation import METHODS
 from mtl.checkpoint import BEST_WEIGHTS, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import open_dataset
@@ -55,7 +56,9 @@ def make_runtime(cfg: TrialConfig, device: torch.device, unit) -> Runtime:
     amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     if amp == torch.bfloat16 and device.type == "cuda" and torch.cuda.is_available() \
             and not torch.cuda.is_bf16_supported():
-        amp = torch.float16  # e.g. a T4: fp16 with a grad scaler is the fallback
+        # e.g. a T4: fp16 with a grad scaler is the fallback; a gradient-aggregation method has no scaler path
+        # (TorchJD's Jacobian), so it trains in full precision there instead
+        amp = None if cfg.task_weighting in METHODS else torch.float16
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return Runtime(device, unit, cfg.depth_loss, amp, scaler, cfg.channels_last)
 

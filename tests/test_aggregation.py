@@ -164,3 +164,20 @@ def test_the_report_shows_each_method_s_step_against_fixed_weights():
     assert line.startswith("training step by task_weighting (mean over trials, against fixed)")
     assert "fixed 105 ms (1.0x)" in line and "upgrad 315 ms (3.0x)" in line and "dwa 104 ms (1.0x)" in line
     assert step_costs(frame[frame["config/task_weighting"] == "fixed"]) == ""  # one method: nothing to compare
+
+
+def test_fp16_is_refused_and_compile_trains_the_parts_eagerly():
+    """A Jacobian has no grad-scaler path: fp16 is refused naming why; with compile (the full profile on a GPU) the
+    aggregated step calls the model's parts through torch.compile's wrapper, eagerly, and trains."""
+    with pytest.raises(ConfigError, match="no grad-scaler path"):
+        TrialConfig.from_dict({"task_weighting": "upgrad", "amp": "fp16"})
+    cfg = TrialConfig.from_dict({**PROFILES["smoke"], "task_weighting": "upgrad", "compile": "default"})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    weighting = TaskWeighting(cfg.task_weighting, cfg.loss_weights, tasks=cfg.tasks)
+    optimizer = build_optimizer(cfg, model, weighting)
+    compiled = torch.compile(model)  # as mtl.train wraps it; nothing compiles until its forward runs
+    rgb, semseg, depth = torch.randn(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32)), torch.randn(2, 1, 32, 32)
+    value, _ = train_step(compiled, rgb, semseg, depth, optimizer, weighting,
+                          Runtime(torch.device("cpu"), DepthUnit("standardized", 50, 50)))
+    assert math.isfinite(value) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
