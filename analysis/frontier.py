@@ -189,6 +189,16 @@ def _seeds_text(saved: SavedExperiment) -> str:
             "shape, repeated p-values: valid whatever decided to add or stop seeds).")
 
 
+def _ending(looks: dict) -> str:
+    """How the adaptive design ended, from its last look: the methods it settled, those at max seeds."""
+    last = (looks.get("looks") or [{}])[-1].get("verdicts") or {}
+    if not last or str(looks.get("stopped", "")).startswith(("trial budget", "trial-hour budget")):
+        return str(looks.get("stopped"))
+    settled = [m for m, v in last.items() if v["verdict"] != "unresolved"]
+    return (f"{len(settled)} method(s) with a verdict ({', '.join(settled) or 'none'}), "
+            f"{len(last) - len(settled)} unresolved at the most comparison seeds")
+
+
 def compute(saved: SavedExperiment) -> str:
     """Planned (the record written before the first trial) against spent (the saved results and looks)."""
     f, record = saved.frame, saved.record
@@ -199,8 +209,7 @@ def compute(saved: SavedExperiment) -> str:
     spent = (f"{len(f)} trials ({int((f['status'] == 'completed').sum())} completed), {hours:.2f} trial-hours"
              + (f", {record.wall_s / 60:.0f} min wall time" if record.wall_s else ""))
     looks = saved.looks or {}
-    stop = (f"; the design took {len(looks.get('looks', []))} looks and stopped: {looks.get('stopped')}"
-            if looks else "")
+    stop = (f"; the design took {len(looks.get('looks', []))} looks and stopped: {_ending(looks)}" if looks else "")
     return (f"Planned: {planned}. Spent: {spent}{stop}. Profile {record.profile}; command: "
             f"`{saved.command()}`.")
 
