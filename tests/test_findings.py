@@ -153,3 +153,16 @@ def test_a_design_s_ending_is_named_from_its_last_look():
                                                              "d vs b": {"decision": "max"}}}]}
     assert stop_text(looks) == "stopped: 1 resolved, 1 stopped for futility, 1 at max seeds, unresolved"
     assert stop_text({"stopped": "budget", "looks": []}) == "stopped: the budget was spent"
+
+
+def test_an_equivalence_under_a_post_hoc_margin_is_not_settled():
+    """The committed architecture run: distilled ≈ branched within ±1 (TOST), but its margin entered the spec after
+    the 3-seed result - a margin chosen after the data is not counted as settled."""
+    from conftest import REPO
+
+    from core.saved import read_saved
+
+    table = findings_table({"architecture": read_saved(str(REPO / "docs" / "findings" / "architecture"))})
+    row = table.set_index("claim").loc["Distilled ≈ branched"]
+    assert row["verdict"].startswith("unresolved: equivalent within ±1 (TOST), but the margin is post hoc")
+    assert row["p_equivalence_holm"] < 0.05  # what the margin would have claimed
