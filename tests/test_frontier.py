@@ -213,3 +213,12 @@ def test_the_whole_adaptive_procedure_keeps_the_page_family_wise_error(scenario)
         errors += any(x in wrong for x in v)
     rate = errors / draws
     assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / draws), rate
+
+
+def test_extend_is_refused_for_a_frontier_study(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray must not start on bad input"))
+    spec = write_spec(tmp_path, _design(seeds="{first: 2, max: 3}"))
+    assert main([str(spec), "--dry-run", "--profile", "smoke", "--extend", "docs/findings/depth_loss"]) == 2
+    assert "--extend: a frontier study tunes before it compares" in capsys.readouterr().err
