@@ -43,7 +43,40 @@ def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, 
     return [float(d) for d in pairs.diffs]
 
 
-class AdaptiveSeeds(Searcher):
+class RoundSearcher(Searcher):
+    """Runs queued (row, seed) cells round by round: when a round's trials are all back, `_look()` judges them and
+    fills `queue` with the next round, or sets `stopped`; Tune is then told the search is finished. Every look is
+    written beside Tune's snapshots (`looks_document()`)."""
+
+    queue: list[Cell]
+    pending: dict[str, Cell]
+    stopped: str | None
+
+    def _look(self) -> None:
+        raise NotImplementedError
+
+    def looks_document(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        return True  # the metric is fixed by the experiment; rows and seeds come from this searcher
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if not self.queue and not self.pending and self.stopped is None:
+            self._look()
+        if self.queue:
+            cell = self.queue.pop(0)
+            self.pending[trial_id] = cell
+            return {"variant": cell[0], "seed": cell[1]}
+        return Searcher.FINISHED if not self.pending and self.stopped is not None else None
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        super().save_to_dir(checkpoint_dir, session_str)
+        with open(os.path.join(checkpoint_dir, LOOKS_FILE), "w") as f:
+            json.dump(self.looks_document(), f, indent=1)
+
+
+class AdaptiveSeeds(RoundSearcher):
     def __init__(self, comparisons: list[tuple[str, str]], seeds: list[int], first: int, metric: str, mode: str,
                  budget: dict[str, float] | None = None, prior: dict[Cell, float] | None = None,
                  margin: float | None = None, family: int | None = None) -> None:
@@ -63,19 +96,7 @@ class AdaptiveSeeds(Searcher):
         self.spent = {"trials": 0, "hours": 0.0}
         self.stopped: str | None = None
 
-    # --- Tune's Searcher interface ---
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        return True  # the metric is fixed by the experiment; rows and seeds come from this searcher
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if not self.queue and not self.pending and self.stopped is None:
-            self._look()
-        if self.queue:
-            cell = self.queue.pop(0)
-            self.pending[trial_id] = cell
-            return {"variant": cell[0], "seed": cell[1]}
-        return Searcher.FINISHED if not self.pending and self.stopped is not None else None
-
+    # --- Tune's Searcher interface (suggest: RoundSearcher) ---
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.pending.pop(trial_id, None)
         if cell is None:
@@ -85,11 +106,6 @@ class AdaptiveSeeds(Searcher):
         self.values.setdefault(cell[0], {})[cell[1]] = value
         self.spent["trials"] += 1
         self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        super().save_to_dir(checkpoint_dir, session_str)
-        with open(os.path.join(checkpoint_dir, LOOKS_FILE), "w") as f:
-            json.dump(self.looks_document(), f, indent=1)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

@@ -15,18 +15,15 @@ page's family-wise error holds (tests/test_frontier.py simulates this whole proc
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-from ray.tune.search import Searcher
 
-from core.layout import LOOKS_FILE
 from mtl.metrics import WORST_VALUES
+from search.adaptive import RoundSearcher
 from search.trials import Experiment
 from stats.frontier import best_row, frontier_verdicts
 from stats.pareto import reference_point
@@ -34,7 +31,7 @@ from stats.pareto import reference_point
 Cell = tuple[str, int]  # (row, seed)
 
 
-class FrontierSeeds(Searcher):
+class FrontierSeeds(RoundSearcher):
     def __init__(self, rows: Mapping[str, list[str]], front: list[str], tuning_seeds: list[int], seeds: list[int],
                  first: int, objectives: Mapping[str, str], margins: Mapping[str, float], reference: list[float],
                  alpha: float = 0.05, budget: dict[str, float] | None = None) -> None:
@@ -56,19 +53,7 @@ class FrontierSeeds(Searcher):
     def methods(self) -> list[str]:
         return [v for v in self.rows if v not in self.front]
 
-    # --- Tune's Searcher interface ---
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        return True  # rows and seeds come from this searcher
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if not self.queue and not self.pending and self.stopped is None:
-            self._look()
-        if self.queue:
-            cell = self.queue.pop(0)
-            self.pending[trial_id] = cell
-            return {"variant": cell[0], "seed": cell[1]}
-        return Searcher.FINISHED if not self.pending and self.stopped is not None else None
-
+    # --- Tune's Searcher interface (suggest: RoundSearcher) ---
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.pending.pop(trial_id, None)
         if cell is None:
@@ -78,11 +63,6 @@ class FrontierSeeds(Searcher):
             m: float(result.get(m, math.nan)) if ok else math.nan for m in self.objectives}
         self.spent["trials"] += 1
         self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        super().save_to_dir(checkpoint_dir, session_str)
-        with open(os.path.join(checkpoint_dir, LOOKS_FILE), "w") as f:
-            json.dump(self.looks_document(), f, indent=1)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
