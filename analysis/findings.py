@@ -22,9 +22,10 @@ import pandas as pd
 from analysis.asha_study import asha_study, study_markdown
 from analysis.findings_page import delta_m_section, footnote, looks_markdown, markdown_table, runs_markdown
 from core.saved import SavedExperiment, copy_artifacts, read_saved
-from stats.inference import ALPHA, axis_trends, holm, seeds_needed
-from stats.planning import seeds_for_power
-from stats.sequential import pair_test
+from stats.inference import ALPHA, axis_trends
+from stats.page import PAGE_DESIGN, Claim, Design, family_level, interval, judge_page
+from stats.paired import paired_differences
+from stats.planning import MAX_PLANNED, seeds_for_power, seeds_within
 
 NOT_OFFLINE = "needs the torchvision ImageNet weights, which this offline machine does not have"
 SCRATCH_NOTE = "from scratch (--set pretrained=false)"
@@ -41,7 +42,10 @@ class Finding:
     missing: str | None = None  # why the experiment may have no results (shown when it has none)
     setup: str = ""  # how this comparison departs from the course's, said on its row
     fallback: Finding | None = None  # the comparison used when `experiment` has no results
-    trend_axis: str | None = None  # test the slope along this ablated axis (all rows) instead of one pair
+    trend_axis: str | None = None  # also fit the slope along this ablated axis (all rows): shown, not tested
+    size: float | None = None  # the course's Δ multitask (signed), checked against the family-level interval
+    margin: float | None = None  # an equivalence margin the course's own claim states (not the spec's)
+    margin_source: str = ""  # where `margin` comes from, said in the verdict
     margin_post_hoc: str = ""  # why the spec's equivalence margin counts as set after the data (then not settled)
 
 
@@ -50,27 +54,30 @@ FINDINGS = (
     Finding("Adam at 1e-1 or more diverges (or scores 0)", "optimizer_lr", "optimizer=adam, lr=0.1",
             "optimizer=adam, lr=0.0001", expect=-1, kind="diverges"),
     Finding("Bigger batch × epochs is better (37.8 → 48.2)", "batch_epochs", "batch_size=16, epochs=64",
-            "batch_size=4, epochs=16"),
+            "batch_size=4, epochs=16", size=48.2 - 37.8),
     Finding("Task weights are flat (differences ~1 point; best near 0.6 / 0.4)", "task_weights",
-            "seg 0.8 / depth 0.2", "seg 0.2 / depth 0.8", expect=0, kind="same", trend_axis="loss_weights"),
+            "seg 0.8 / depth 0.2", "seg 0.2 / depth 0.8", expect=0, kind="same", trend_axis="loss_weights",
+            margin=1.0, margin_source="the course's own 'differences ~1 point'"),
     Finding("ImageNet pretraining: +4 multitask", "pretrained_dilation", "ImageNet-pretrained", "from scratch",
-            missing=NOT_OFFLINE),
+            missing=NOT_OFFLINE, size=4.0),
     # the course measured dilation on a pretrained encoder; without weights, ablations/dilation.yaml asks the
     # nearby question from scratch and the row says so
     Finding("Dilation (F, F, T): +11 multitask", "pretrained_dilation", "pretrained + dilation (F, F, T)",
-            "ImageNet-pretrained", missing=NOT_OFFLINE,
+            "ImageNet-pretrained", missing=NOT_OFFLINE, size=11.0,
             fallback=Finding("Dilation (F, F, T): +11 multitask", "dilation", "dilation (F, F, T)", "no dilation",
-                             setup="both encoders untrained (the course's were ImageNet-pretrained)")),
-    Finding("ASPP + skip: +8 multitask", "aspp_skip", "ASPP + skip", "neither"),
-    Finding("Branched beats joint: +1.4 (at +20 % parameters, +40 % time)", "architecture", "branched", "joint"),
+                             setup="both encoders untrained (the course's were ImageNet-pretrained)", size=11.0)),
+    Finding("ASPP + skip: +8 multitask", "aspp_skip", "ASPP + skip", "neither", size=8.0),
+    Finding("Branched beats joint: +1.4 (at +20 % parameters, +40 % time)", "architecture", "branched", "joint",
+            size=1.4),
     Finding("Distilled ≈ branched", "architecture", "distilled", "branched", expect=0, kind="same",
             margin_post_hoc="its ±1 margin entered ablations/architecture.yaml after the 3-seed result was committed"),
-    Finding("SE + ResNet-50: +0.6", "se", "ResNet-50 + SE", "ResNet-34"),
-    Finding("L1 beats L2 for depth: +1.6", "depth_loss", "L1", "L2"),
-    Finding("berHu beats L2 for depth: +1.7", "depth_loss", "berHu", "L2"),
+    Finding("SE + ResNet-50: +0.6", "se", "ResNet-50 + SE", "ResNet-34", size=0.6),
+    Finding("L1 beats L2 for depth: +1.6", "depth_loss", "L1", "L2", size=1.6),
+    Finding("berHu beats L2 for depth: +1.7", "depth_loss", "berHu", "L2", size=1.7),
     Finding("Depth unit: standardised > log", "depth_unit", "standardized", "log"),
     Finding("Depth unit: log > min-max", "depth_unit", "log", "min-max"),
-    Finding("Multi-scale TTA with averaged depth hurts: −3", "tta", "multiscale", "off", expect=-1, kind="posthoc"),
+    Finding("Multi-scale TTA with averaged depth hurts: −3", "tta", "multiscale", "off", expect=-1, kind="posthoc",
+            size=-3.0),
 )
 METRICS = ("multitask", "semseg_miou", "depth_silog")
 
@@ -87,124 +94,153 @@ def _pair(f: Finding, exp: SavedExperiment) -> tuple[pd.DataFrame, pd.DataFrame]
     return exp.completed(f.variant), exp.completed(f.baseline)
 
 
-def measure(f: Finding, exp: SavedExperiment | None) -> dict:
-    """Δ multitask (with CI, paired p, seeds needed) and Δ mIoU / Δ SI-log for one finding."""
+def _design(exp: SavedExperiment) -> Design:
+    """The design the experiment's seeds were chosen by; a fixed-seed experiment had one look of the page's."""
+    a = exp.record.adaptive
+    return Design(a["first"], a["max"]) if a else PAGE_DESIGN
+
+
+def measure(f: Finding, exp: SavedExperiment | None) -> tuple[dict, dict[str, Claim | None]]:
+    """The row's description and, per metric, the claim its data makes (None: nothing to test)."""
     row = {"claim": f.claim, "experiment": f.experiment, "comparison": f"{f.variant} vs {f.baseline}"}
+    claims: dict[str, Claim | None] = dict.fromkeys(METRICS)
     if exp is None:
-        return {**row, "note": f.missing or "no results for this experiment yet"}
+        return {**row, "note": f.missing or "no results for this experiment yet"}, claims
     scratch = exp.record.set.get("pretrained") is False
     row["setup"] = "; ".join(s for s in (f.setup, SCRATCH_NOTE if scratch else "") if s)
     mine, base = _pair(f, exp)
     row.update({f"n_{side}": len(x) for side, x in (("variant", mine), ("baseline", base))})
-    design = exp.record.adaptive  # seeds added by the adaptive design: its group-sequential test
-    margins = exp.record.design.margins
-    row["design"] = f"{design['first']}..{design['max']}" if design else ""
+    design = _design(exp)
+    row.update(design=f"{design.first}..{design.max}" if exp.record.adaptive else "", design_first=design.first)
+    margin, post_hoc = (f.margin, False) if f.margin else (exp.record.design.margins.get("multitask"),
+                                                           bool(f.margin_post_hoc))
     for metric in METRICS:
-        margin = margins.get(metric) if f.kind == "same" else None
-        c = pair_test(_by_seed(mine, metric), _by_seed(base, metric), design, margin) if len(mine) and len(base) \
-            else {}
-        if margin:
-            row["margin"] = margin
-        prefix = "" if metric == "multitask" else f"{metric}_"
-        row.update({f"{prefix}{k}": v for k, v in c.items()})
-    if f.trend_axis:  # the row's test is the OLS slope over every row and seed (seed blocks)
+        d = paired_differences(_by_seed(mine, metric), _by_seed(base, metric)).diffs if len(mine) and len(base) \
+            else np.array([])
+        if metric == "multitask" and f.kind == "same":
+            claims[metric] = Claim(kind="same", margin=margin, margin_post_hoc=post_hoc, diffs=tuple(d), design=design)
+            row["margin"] = margin if margin else math.nan
+        else:
+            claims[metric] = Claim(expect=f.expect, size=f.size if metric == "multitask" else None, diffs=tuple(d),
+                                   design=design)
+    if f.trend_axis:  # the OLS slope over every row and seed (seed blocks): what the whole axis does, descriptive
         fit = axis_trends(exp.frame, [f.trend_axis], ["multitask"]).iloc[0]
-        row.update({"trend": f"slope per unit of {fit['axis']}", "delta": fit["slope"], "delta_ci_low": fit["ci_low"],
-                    "delta_ci_high": fit["ci_high"], "p_value": fit["p_value"], "n_trend": int(fit["n"])})
+        row.update({"trend": f"slope per unit of {fit['axis']}", "trend_slope": fit["slope"],
+                    "trend_ci_low": fit["ci_low"], "trend_ci_high": fit["ci_high"], "n_trend": int(fit["n"])})
     if f.kind == "diverges":
         # trials that trained to the end or diverged; errored or out-of-memory ones say nothing about the claim
         trials = exp.frame[(exp.frame["variant"] == f.variant) & exp.frame["status"].isin(["completed", "diverged"])]
-        row["diverged"] = int((trials["status"] == "diverged").sum())
-        row["trials"] = len(trials)
         done = trials[trials["status"] == "completed"]
-        row["zero"] = int((pd.to_numeric(done["multitask"], errors="coerce") <= 0.5).sum())
+        row.update(diverged=int((trials["status"] == "diverged").sum()), trials=len(trials),
+                   zero=int((pd.to_numeric(done["multitask"], errors="coerce") <= 0.5).sum()))
+        claims["multitask"] = Claim(kind="diverges", failures=row["diverged"] + row["zero"], runs=len(trials)) \
+            if len(trials) else None
     if f.experiment == "architecture" and len(mine) and len(base):
         for col in ("parameters", "train_time_s"):
             row[f"{col}_ratio"] = float(pd.to_numeric(mine[col]).mean() / pd.to_numeric(base[col]).mean())
-    return row
+    return row, claims
 
 
 def verdict(f: Finding, r: dict) -> str:
+    """The row's verdict in words, from its outcome under the page's one design (stats.page)."""
     if isinstance(r.get("note"), str):
         return f"not run: {r['note']}"
     if f.kind == "diverges":
         if not r.get("trials"):
             return f"not run: no completed or diverged trial of {f.variant!r} in {f.experiment}"
-        failed = r["diverged"] + r["zero"]
-        # a count of trials, not a test: the verdict says its n
-        return f"reproduced ({int(failed)}/{int(r['trials'])} seeds diverged or scored 0)" \
-            if failed == r["trials"] else f"contradicted ({int(r['trials'] - failed)}/{int(r['trials'])} seeds trained)"
-    counts = {k: r.get(k) if isinstance(r.get(k), (int, float)) and r.get(k) == r.get(k) else 0
-              for k in ("n_variant", "n_baseline")}
-    if not counts["n_variant"] or not counts["n_baseline"]:
-        missing = f.variant if not counts["n_variant"] else f.baseline
+        failed, runs = int(r["diverged"] + r["zero"]), int(r["trials"])
+        count = f"{failed}/{runs} seeds diverged or scored 0, exact binomial test against 'half fail'"
+        outcome = r["outcome"]
+        if outcome in ("reproduced", "contradicted"):
+            return f"{outcome} ({count})"
+        return f"unresolved ({count}; ≥ {int(r['seeds_needed'])} runs all one way would settle it)"
+    if not r.get("n_variant") or not r.get("n_baseline"):
+        missing = f.variant if not r.get("n_variant") else f.baseline
         return f"not run: no completed trial of {missing!r} in {f.experiment}"
-    p, delta = r.get("p_holm", math.nan), r.get("delta", math.nan)
-    if not np.isfinite(p):
-        return "unresolved (fewer than 2 seeds on a side)"
-    resolved = p < ALPHA
+    outcome, margin = r["outcome"], r.get("margin", math.nan)
+    size = f"the course's {f.size:+g}" if f.size is not None else ""
+    texts = {
+        "untested": "unresolved (fewer than 3 seeds on a side, or no variance)",
+        "contradicted": "contradicted (a difference is resolved)" if f.kind == "same" else "contradicted",
+        "reproduced": "reproduced" if f.size is not None else "reproduced (direction; the course gave no size)",
+        "smaller": f"direction reproduced, smaller than {size} (outside the family-level interval)",
+        "larger": f"direction reproduced, larger than {size} (outside the family-level interval)",
+        "equivalent": f"reproduced: equivalent within ±{margin:g} (TOST; margin: {f.margin_source or 'the spec'})",
+        "equivalent_post_hoc": f"unresolved: equivalent within ±{margin:g} (TOST), but the margin is post hoc "
+                               f"({f.margin_post_hoc}); a run on fresh seeds with the margin fixed would settle it"}
+    if outcome in texts:
+        return texts[outcome]
     if f.kind == "same":
-        margin = r.get("margin", math.nan)
-        if resolved:
-            return "contradicted (a difference is resolved)"
-        if np.isfinite(r.get("p_equivalence_holm", math.nan)) and r["p_equivalence_holm"] < ALPHA:
-            if f.margin_post_hoc:  # a margin chosen after seeing the data can be chosen to fit it: not settled
-                return (f"unresolved: equivalent within ±{margin:g} (TOST), but the margin is post hoc "
-                        f"({f.margin_post_hoc}); a run on fresh seeds with the margin fixed would settle it")
-            return f"reproduced: equivalent within ±{margin:g} (TOST)"
         return "unresolved: no difference resolved (consistent; " + \
             (f"equivalence within ±{margin:g} not shown)" if np.isfinite(margin) else "no margin declared)")
-    if resolved:
-        return "reproduced" if np.sign(delta) == f.expect else "contradicted"
+    return _unresolved(r)
+
+
+def _unresolved(r: dict) -> str:
     need = r.get("seeds_needed", math.nan)
     if not np.isfinite(need):
-        return "unresolved (more than 40 seeds for 80 % power)" if r.get("design") else "unresolved (no effect seen)"
-    # a finished sequential design is not extended (--extend refuses another max): a new study on fresh seeds is
-    how = f" in a new study on fresh seeds, designed 3..{int(need)}" if r.get("design") else ""
-    return f"unresolved (~{int(need)} seeds for 80 % power{how})"
+        return f"unresolved (more than {MAX_PLANNED} seeds for 80 % power)"
+    if not r.get("design") and need <= PAGE_DESIGN.max:  # one look taken: the page's own design may go on
+        return f"unresolved (80 % power by ~{int(need)} seeds: extend within the page's design, " \
+            f"--seeds first={PAGE_DESIGN.first},max={PAGE_DESIGN.max})"
+    # a finished design is not extended (--extend refuses another max): a new study on fresh seeds is
+    return f"unresolved (~{int(need)} seeds for 80 % power in a new study on fresh seeds, designed 3..{int(need)})"
 
 
 def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
+    """One row per finding: Δ, the simultaneous interval, p, Holm over the page, verdict (stats.page)."""
     findings = [_resolve(f, experiments) for f in FINDINGS]
-    frame = pd.DataFrame([measure(f, experiments.get(f.experiment)) for f in findings])
-    # the family: rows whose verdict rests on their p ("diverges" rows are judged on their trials' status), plus
-    # the equivalence (TOST) test of each "≈" row with a declared margin
-    tested = [p if f.kind != "diverges" else math.nan
-              for f, p in zip(findings, _column(frame, "p_value"), strict=True)]
-    equivalence = _column(frame, "p_equivalence").tolist()
-    adjusted = holm(tested + equivalence)
-    frame["p_holm"], frame["p_equivalence_holm"] = adjusted[:len(frame)], adjusted[len(frame):]
-    family = int(np.isfinite(np.asarray(tested + equivalence, float)).sum())
-    frame["family"] = family
-    frame["family_equivalence"] = int(np.isfinite(np.asarray(equivalence, float)).sum())
-    # one standard for every claim on the page: Δ mIoU and Δ SI-log are Holm-adjusted across the same rows
-    in_family = np.isfinite(np.asarray(tested, float))
-    for prefix in ("semseg_miou_", "depth_silog_"):
-        raw = frame.get(f"{prefix}p_value", pd.Series(math.nan, index=frame.index)).to_numpy(float)
-        frame[f"{prefix}p_holm"] = holm(np.where(in_family, raw, math.nan))
-    # the seeds a row needs are those that reach 80 % power at Holm's first-step level, alpha / family
-    if "effect_size" in frame and family:
-        firsts = _column(frame, "design_first")
-        frame["seeds_needed"] = [_seeds_needed(e, t, f, ALPHA / family) for e, t, f in zip(
-            frame["effect_size"], frame["test"], firsts, strict=True)]
+    measured = [measure(f, experiments.get(f.experiment)) for f in findings]
+    frame = pd.DataFrame([row for row, _ in measured])
+    for metric in METRICS:  # multitask: the verdicts' family; mIoU and SI-log: a family each, the same rule
+        prefix = "" if metric == "multitask" else f"{metric}_"
+        present = [i for i, (_, c) in enumerate(measured) if c[metric] is not None]
+        claims = [measured[i][1][metric] for i in present]
+        judged = judge_page(claims)
+        raw = [j.p for j in judged] + [j.p_equivalence for j in judged]
+        level = family_level(raw)
+        columns = {k: [math.nan] * len(frame) for k in ("delta", "delta_ci_low", "delta_ci_high", "p_value",
+                                                        "p_holm", "p_equivalence", "p_equivalence_holm",
+                                                        "effect_size", "n_pairs")}
+        columns.update(outcome=[""] * len(frame), test=[""] * len(frame))
+        for i, c, j in zip(present, claims, judged, strict=True):
+            low, high = interval(c, level)
+            d = np.asarray(c.diffs, float)
+            sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
+            values = {"delta": float(d.mean()) if len(d) else math.nan, "delta_ci_low": low, "delta_ci_high": high,
+                      "p_value": j.p, "p_holm": j.p_holm, "p_equivalence": j.p_equivalence,
+                      "p_equivalence_holm": j.p_equivalence_holm, "effect_size": d.mean() / sd if sd > 0 else math.nan,
+                      "n_pairs": j.n, "outcome": j.outcome, "test": j.test}
+            for k, v in values.items():
+                columns[k][i] = v
+        for k, v in columns.items():
+            frame[f"{prefix}{k}"] = v
+        if metric == "multitask":
+            frame["family"] = int(np.isfinite(np.asarray(raw, float)).sum())
+            frame["family_equivalence"] = int(np.isfinite(np.asarray(raw[len(judged):], float)).sum())
+            frame["level"] = level
+    frame["seeds_needed"] = [_seeds_needed(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
     frame["verdict"] = [verdict(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
     return frame
 
 
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name] if name in frame else pd.Series(math.nan, index=frame.index)
-
-
-def _seeds_needed(effect: float, test, first: float, level: float) -> float:
-    """Seeds for 80 % power at the observed effect and Holm's first-step level: the fixed-n paired t's, or for a
-    row of an adaptive design (`first`: its design's first look) the smallest `max` of a sequential design with the
-    same first look that reaches it, simulated."""
-    if not isinstance(test, str) or not np.isfinite(effect):
+def _seeds_needed(f: Finding, r: dict) -> float:
+    """Seeds for 80 % power at Holm's first-step level (alpha / family): for a difference, the smallest `max` of a
+    sequential design with the row's first look that reaches it at the observed effect (simulated, futility stops
+    included); for a 'diverges' count, the runs an exact test needs when every run goes one way."""
+    level = ALPHA / max(int(r.get("family", 1) or 1), 1)
+    if f.kind == "diverges":
+        return float(math.ceil(math.log2(2 / level)))
+    effect = r.get("effect_size", math.nan)
+    if r.get("outcome") != "unresolved" or not np.isfinite(effect):
         return math.nan
-    if np.isfinite(first):
-        need = seeds_for_power(effect, int(first), level)
-        return float(need) if need is not None else math.inf
-    return seeds_needed(effect, test.startswith("paired"), level)
+    first = int(r.get("design_first", PAGE_DESIGN.first))
+    if not r.get("design"):  # one look of the page's design taken: can the rest of that design get there?
+        within = seeds_within(effect, first, PAGE_DESIGN.max, level)
+        if within is not None:
+            return float(within)
+    need = seeds_for_power(effect, first, level)
+    return float(need) if need is not None else math.inf
 
 
 def _resolve(f: Finding, experiments: dict[str, SavedExperiment]) -> Finding:

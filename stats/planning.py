@@ -2,10 +2,10 @@
 
 For a comparison with standardised effect d (mean / sd of its per-seed differences), simulate the design that the
 adaptive searcher runs: looks at first .. last seeds, a rejection as soon as the repeated p-value falls below the
-level (the running maximum of W_n reaches the null table's critical value). Power is the share of runs that
-reject; the expected seeds count a rejected run's seeds up to its stopping look and every other run's `last`
-(futility stops are non-binding and left out, so this is an upper bound on the cost). Powers at an *observed*
-effect are optimistic: the observed effect of a small pilot is biased upwards for the rows that look promising.
+level (the running maximum of W_n reaches the null table's critical value), and a stop for futility past the
+first look (fixed-n p > 0.5, as the Searcher does: such a run never rejects later). Power is the share of runs
+that reject; the expected seeds count each run's seeds up to its stopping look. Powers at an *observed* effect are
+optimistic: the observed effect of a small pilot is biased upwards for the rows that look promising.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import special
 
 from stats.inference import POWER
-from stats.sequential import null_maxima, standardised
+from stats.sequential import FUTILITY_P, null_maxima, standardised
 
 PLAN_DRAWS = 4000
 PLAN_SEED = 20261130
@@ -23,16 +24,50 @@ MAX_PLANNED = 40  # "more than this many seeds"
 TABLE_DRAWS = 50_000  # a plan's null tables: ~180 draws beyond a 0.05 / 14 critical value, plenty for a plan
 
 
-def design_power(effect: float, first: int, last: int, level: float, draws: int = PLAN_DRAWS) -> tuple[float, float]:
-    """(power, expected seeds) of the design (first, last) at standardised effect `effect` and two-sided level."""
+def _simulate(effect: float, first: int, last: int, level: float, draws: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per simulated run of the design (first, last) at standardised effect `effect` and two-sided level: whether it
+    rejects, and the look index (0: `first` seeds) at which it stops."""
     table = null_maxima(first, last, TABLE_DRAWS)
     critical = table[min(math.ceil((1 - level) * len(table)), len(table) - 1)]
     rng = np.random.default_rng(PLAN_SEED)
-    w = standardised(rng.standard_normal((draws, last)) + abs(effect), first, last)  # (draws, looks)
-    crossed = np.maximum.accumulate(np.nan_to_num(w, nan=-np.inf), axis=1) >= critical
-    rejects = crossed.any(axis=1)
-    stop = np.where(rejects, first + crossed.argmax(axis=1), last)
-    return float(rejects.mean()), float(stop.mean())
+    d = rng.standard_normal((draws, last)) + abs(effect)
+    w = standardised(d, first, last)  # (draws, looks)
+    crossed = np.nan_to_num(w, nan=-np.inf) >= critical  # the running maximum crosses where W_n first does
+    futile = _fixed_p(d, first, last) > FUTILITY_P
+    futile[:, 0] = False  # futility only past the first look
+    big = last - first + 1
+    cross_at = np.where(crossed.any(axis=1), crossed.argmax(axis=1), big)
+    futile_at = np.where(futile.any(axis=1), futile.argmax(axis=1), big)
+    rejects = cross_at < futile_at  # a look that crosses is judged before its futility check
+    return rejects, np.minimum(np.minimum(cross_at, futile_at), big - 1)
+
+
+def design_power(effect: float, first: int, last: int, level: float, draws: int = PLAN_DRAWS) -> tuple[float, float]:
+    """(power, expected seeds) of the design (first, last) at standardised effect `effect` and two-sided level."""
+    rejects, stop = _simulate(effect, first, last, level, draws)
+    return float(rejects.mean()), float(first + stop.mean())
+
+
+def seeds_within(effect: float, first: int, last: int, level: float, target: float = POWER) -> int | None:
+    """For a row already in the design (first, last): the fewest seeds by whose look it rejects with probability
+    `target`; None when even `last` seeds do not reach it (then only a new study can)."""
+    if not np.isfinite(effect) or effect == 0:
+        return None
+    rejects, stop = _simulate(effect, first, last, level, PLAN_DRAWS)
+    by_look = np.array([(rejects & (stop <= k)).mean() for k in range(last - first + 1)])
+    enough = np.flatnonzero(by_look >= target)
+    return int(first + enough[0]) if enough.size else None
+
+
+def _fixed_p(d: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The two-sided fixed-n paired t p of the first n differences, for n = first .. last: (draws, looks)."""
+    n = np.arange(1, d.shape[-1] + 1)
+    mean = np.cumsum(d, axis=-1) / n
+    var = (np.cumsum(d * d, axis=-1) - n * mean * mean) / np.maximum(n - 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.abs(mean) / np.sqrt(np.maximum(var, 0) / n)
+    looks = slice(first - 1, last)
+    return 2 * special.stdtr((n - 1)[looks], -t[..., looks])
 
 
 def seeds_for_power(effect: float, first: int, level: float, target: float = POWER) -> int | None:

@@ -66,10 +66,12 @@ def test_large_effect_stops_at_first_and_null_rows_run_on():
 
 
 def test_null_tables_keep_the_error_rate_and_use_few_seeds():
-    """Driven through the Searcher itself: false positives among null rows at the end, and seeds used."""
+    """The production decision path (Searcher -> settled -> Holm -> futility), driven as Tune drives it, over 4 000
+    null tables: the share with a false positive must stay at the nominal 0.05 (threshold 0.06: Monte-Carlo SE
+    0.0034, so a path whose true error is 0.07 fails this ~99 % of the time)."""
     rng = np.random.default_rng(7)
-    false_positive, seeds_used = 0, []
-    for _ in range(300):
+    false_positive, seeds_used, tables = 0, [], 4000
+    for _ in range(tables):
         rows = ["a", "b", "c", "d"]
         s = _searcher(rows)
         _drive(s, _table(rng, dict.fromkeys(rows, 0.0), sigma=0.5))
@@ -77,7 +79,7 @@ def test_null_tables_keep_the_error_rate_and_use_few_seeds():
         false_positive += any(v["decision"] == "resolved" for v in last.values())
         seeds_used += [v["seeds"] for v in last.values()]
         assert max(v["seeds"] for v in last.values()) <= 8
-    assert false_positive / 300 <= 0.08  # nominal 0.05; the 4 000-table check is in test_sequential
+    assert false_positive / tables <= 0.06, false_positive / tables
     assert np.mean(seeds_used) <= 6.5
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.asha_study import asha_study
 from analysis.findings import FINDINGS, findings_table, main
-from analysis.findings_page import _extra
+from analysis.findings_page import _extra, footnote
 from core.record import ExperimentRecord
 from core.saved import SavedExperiment, read_saved
 
@@ -34,40 +34,60 @@ def _exp(name, values, status=None, **kw) -> SavedExperiment:
     return SavedExperiment(name, _record(name, **kw), _frame(values, status), None)
 
 
+BASE = [10.0, 11.0, 12.0, 10.5, 11.5, 12.5, 10.2, 11.8]
+JITTER = [0.1, -0.2, 0.3, 0.0, -0.1, 0.2, -0.3, 0.1]
+
+
+def _shifted(delta: float, scale: float = 1.0) -> list[float]:
+    return [b + delta + scale * j for b, j in zip(BASE, JITTER, strict=True)]
+
+
 def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
     experiments = {
-        "optimizer_lr": _exp("optimizer_lr", {"optimizer=adam, lr=0.0001": [20.0, 21.0, 22.5],
-                                              "optimizer=sgd, lr=0.01": [10.0, 10.5, 12.0],
-                                              "optimizer=adam, lr=0.1": [0.0, 0.0, 0.0]},
-                             status={"optimizer=adam, lr=0.1": "diverged"}),
-        "depth_loss": _exp("depth_loss", {"L2": [14.0, 15.0, 16.0], "L1": [9.0, 10.2, 11.1],
-                                          "berHu": [14.5, 14.2, 16.9]}),
-        "architecture": _exp("architecture", {"joint": [14.0, 15.0, 16.0], "branched": [14.1, 15.3, 15.9],
-                                              "distilled": [20.0, 21.1, 22.3]}),
+        "optimizer_lr": _exp("optimizer_lr", {"optimizer=adam, lr=0.0001": _shifted(10.0),
+                                              "optimizer=sgd, lr=0.01": BASE,
+                                              "optimizer=adam, lr=0.1": [0.0] * 8},
+                             status={"optimizer=adam, lr=0.1": "diverged"}, seeds=range(8)),
+        "depth_loss": _exp("depth_loss", {"L2": BASE, "L1": _shifted(-5.0), "berHu": _shifted(0.3, 3.0)},
+                           seeds=range(8)),
+        "architecture": _exp("architecture", {"joint": BASE, "branched": _shifted(1.5, 0.5),
+                                              "distilled": _shifted(7.0)}, seeds=range(8)),
         # no ImageNet weights (no pretrained_dilation): dilation is measured from scratch, and says so
-        "dilation": _exp("dilation", {"no dilation": [10.0, 11.0, 12.0], "dilation (F, F, T)": [12.0, 13.5, 14.0]}),
+        "dilation": _exp("dilation", {"no dilation": BASE, "dilation (F, F, T)": _shifted(2.0)}, seeds=range(8)),
         "aspp_skip": _exp("aspp_skip", {"neither": [10.0, 11.0, 12.0], "ASPP + skip": [12.0, 13.5, 14.0]},
                           sets={"pretrained": False}),
     }
     table = findings_table(experiments).set_index("claim")
     claim = {f.experiment + ":" + f.variant: f.claim for f in FINDINGS}
-    assert table.loc[claim["optimizer_lr:optimizer=adam, lr=0.0001"], "verdict"] == "reproduced"
-    assert table.loc[claim["optimizer_lr:optimizer=adam, lr=0.1"], "verdict"] == \
-        "reproduced (3/3 seeds diverged or scored 0)"
-    assert table.loc[claim["depth_loss:L1"], "verdict"] == "contradicted"  # resolved, the other way round
-    assert table.loc[claim["depth_loss:berHu"], "verdict"].startswith("unresolved (~")
-    assert table.loc[claim["architecture:distilled"], "verdict"] == "contradicted (a difference is resolved)"
+    verdict = table["verdict"]
+    assert verdict[claim["optimizer_lr:optimizer=adam, lr=0.0001"]] == "reproduced (direction; the course gave no size)"
+    # 8 of 8 runs diverged: the exact binomial test against "half fail" settles it (3 of 3 would not: p = 0.25)
+    assert verdict[claim["optimizer_lr:optimizer=adam, lr=0.1"]].startswith("reproduced (8/8 seeds diverged")
+    assert verdict[claim["depth_loss:L1"]] == "contradicted"  # resolved, the other way round
+    assert verdict[claim["depth_loss:berHu"]].startswith("unresolved (")
+    assert verdict[claim["architecture:distilled"]] == "contradicted (a difference is resolved)"
+    assert verdict[claim["architecture:branched"]] == "reproduced"  # +1.5 against the course's +1.4: inside
     assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
-    assert table.loc[claim["pretrained_dilation:ImageNet-pretrained"], "verdict"].startswith("not run: needs the")
+    assert verdict[claim["pretrained_dilation:ImageNet-pretrained"]].startswith("not run: needs the")
     dilation = table.loc[claim["pretrained_dilation:pretrained + dilation (F, F, T)"]]
-    assert dilation["experiment"] == "dilation" and dilation["delta"] == pytest.approx(2.1667, abs=1e-3)
+    assert dilation["experiment"] == "dilation" and dilation["delta"] == pytest.approx(2.0125)
+    # the direction is resolved, but the course's +11 lies outside the family-level interval
+    assert dilation["verdict"] == "direction reproduced, smaller than the course's +11 (outside the family-level " \
+        "interval)" and dilation["delta_ci_high"] < 11
     assert "both encoders untrained" in _extra(dilation.to_dict())
-    assert "from scratch (--set pretrained=false)" in _extra(table.loc[claim["aspp_skip:ASPP + skip"]].to_dict())
+    aspp = table.loc[claim["aspp_skip:ASPP + skip"]]
+    assert "from scratch (--set pretrained=false)" in _extra(aspp.to_dict())
+    # 3 seeds: the look-1 repeated p of the page's design (3..8), not a fixed-n t-test, and the advice to go on
+    assert aspp["test"] == "group-sequential paired t (looks 3..8)" and aspp["verdict"].startswith("unresolved (")
     assert "from scratch" not in _extra(table.loc[claim["depth_loss:L1"]].to_dict())
-    assert table.loc[claim["se:ResNet-50 + SE"], "verdict"] == "not run: no results for this experiment yet"
-    assert pd.isna(table.loc[claim["optimizer_lr:optimizer=adam, lr=0.1"], "p_holm"])  # judged on its statuses
+    assert verdict[claim["se:ResNet-50 + SE"]] == "not run: no results for this experiment yet"
     tested = table["p_holm"].notna()
     assert (table.loc[tested, "p_holm"] >= table.loc[tested, "p_value"]).all()  # Holm across the page
+    # simultaneous intervals: one that excludes 0 always goes with a resolved row
+    excludes = (table["delta_ci_low"] > 0) | (table["delta_ci_high"] < 0)
+    assert (table.loc[excludes, "p_holm"] < 0.05).all()
+    tally = "Verdicts: 3 reproduced, 1 direction reproduced, 2 contradicted, 2 unresolved, 7 not run."
+    assert tally in footnote(table.reset_index())
 
 
 def test_asha_study_counts_epochs_on_the_asha_seeds_and_ranks_the_pick():
@@ -133,7 +153,7 @@ def test_diverges_needs_trials_and_leaves_errors_out_and_a_missing_variant_is_no
     errors.frame.loc[errors.frame["variant"] == "optimizer=adam, lr=0.1", "status"] = ["diverged", "error", "error"]
     errors.frame.loc[errors.frame["status"] == "error", "multitask"] = float("nan")
     table = findings_table({"optimizer_lr": errors}).set_index("claim")
-    assert table.loc[adam_high, "trials"] == 1 and table.loc[adam_high, "verdict"].startswith("reproduced (1/1")
+    assert table.loc[adam_high, "trials"] == 1 and table.loc[adam_high, "verdict"].startswith("unresolved (1/1")
     only_errors = _exp("optimizer_lr", {"optimizer=adam, lr=0.0001": [20.0, 21.0, 22.5],
                                         "optimizer=adam, lr=0.1": [0.0, 0.0]},
                        status={"optimizer=adam, lr=0.1": "error"})
