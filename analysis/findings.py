@@ -184,7 +184,8 @@ def _unresolved(r: dict) -> str:
         return f"unresolved (80 % power by ~{int(need)} seeds: extend within the page's design, " \
             f"--seeds first={PAGE_DESIGN.first},max={PAGE_DESIGN.max})"
     # a finished design is not extended (--extend refuses another max): a new study on fresh seeds is
-    return f"unresolved (~{int(need)} seeds for 80 % power in a new study on fresh seeds, designed 3..{int(need)})"
+    return f"unresolved (~{int(need)} seeds for 80 % power in a new study on fresh seeds: --seeds " \
+        f"first={PAGE_DESIGN.first},max={int(need)},start=S, S past the seeds used)"
 
 
 def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:

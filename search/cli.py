@@ -52,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
                    "a GPU; default 1 on a cluster with GPUs, else 0")
     p.add_argument("--seeds", metavar="N|first=N,max=M",
                    help="replicate every row over N seeds, or add seeds adaptively: first=3,max=8 runs 3 and gives "
-                        "one more seed, round by round, to each comparison the sequential test has not settled")
+                        "one more seed, round by round, to each comparison the sequential test has not settled; "
+                        "start=100 numbers the seeds from 100, for a new study on fresh seeds.")
     p.add_argument("--compare", action="append", metavar="'ROW vs REFERENCE'",
                    help="with adaptive seeds: a comparison to settle (repeatable); default: every row vs the baseline")
     p.add_argument("--budget", metavar="trials=N|hours=H",

@@ -60,9 +60,12 @@ def design_changes(old: ExperimentRecord, exp: Experiment) -> list[str]:
     if old.adaptive is None:
         if new is not None and new.first != len(old.seeds):
             out.append(f"first: its {len(old.seeds)} fixed seeds are the design's first look -> first={new.first}")
+        if new is not None and old.seeds and list(exp.seeds[:len(old.seeds)]) != list(old.seeds):
+            out.append(f"start: its seeds {old.seeds} are the design's first look -> seeds from {exp.seeds[0]}")
     elif new is not None:
-        out += [f"{key}: {old.adaptive.get(key)} -> {getattr(new, key)}" for key in ("first", "max", "family")
-                if old.adaptive.get(key) != getattr(new, key)]
+        out += [f"{key}: {old.adaptive.get(key, 0 if key == 'start' else None)} -> {getattr(new, key)}"
+                for key in ("first", "max", "family", "start")
+                if old.adaptive.get(key, 0 if key == "start" else None) != getattr(new, key)]
     margin_old = (old.spec.get("report") or {}).get("equivalence_margin")
     margin_new = exp.spec.report.equivalence_margin
     if (margin_old or None) != (margin_new or None):

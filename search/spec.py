@@ -119,12 +119,15 @@ class SeedsBlock(_Strict):
     compare: ["ROW vs REFERENCE", ...]; default: every row against the baseline.
     family: the number of tests the final verdicts are adjusted across, when it is larger than this experiment's
     comparisons (a findings page): a comparison is then settled at p < 0.05 / family, which that page's Holm
-    step always accepts; default: Holm across this experiment's comparisons."""
+    step always accepts; default: Holm across this experiment's comparisons.
+    start: the first seed (seeds start .. start + max - 1); a new study on fresh seeds starts past the seeds an
+    earlier study used, so that none of its data was seen before its design was fixed."""
 
     first: int = Field(3, ge=2)
     max: int = Field(8, ge=2)
     compare: list[str] | None = None
     family: int | None = Field(None, ge=1)
+    start: int = Field(0, ge=0)  # the first seed: a new study on fresh seeds starts past those an earlier one used
 
     @field_validator("max")
     @classmethod

@@ -131,6 +131,7 @@ def with_seeds(exp: Experiment, seeds: int | list[int] | SeedsBlock, where: str)
     start = exp.spec.fixed.get("seed", 0)
     if isinstance(seeds, SeedsBlock):
         _check_adaptive(exp, seeds, where)
+        start += seeds.start
         tuning = exp.spec.report.frontier.tuning_seeds if exp.spec.report.frontier else []
         # a frontier study: its tuning seeds, then `max` comparison seeds (first / max count those)
         compare = [s for s in range(start, start + seeds.max + len(tuning)) if s not in tuning][:seeds.max]

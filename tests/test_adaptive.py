@@ -168,6 +168,9 @@ def test_plan_from_a_pilot(tmp_path):
     ("3", "first=3,max=8", None, []),  # a fixed-seed run is the new design's first look
     ("3", "first=2,max=8", None, ["first: its 3 fixed seeds are the design's first look -> first=2"]),
     ("first=3,max=8", "first=3,max=8", 1.0, ["report.equivalence_margin: None -> {'multitask': 1.0}"]),
+    ("first=3,max=8", "first=3,max=8,start=100", None, ["start: 0 -> 100"]),  # fresh seeds are a new study
+    ("3", "first=3,max=8,start=100", None, ["start: its seeds [0, 1, 2] are the design's first look -> seeds "
+                                            "from 100"]),
 ])
 def test_extend_refuses_a_design_other_than_the_one_that_ran(old_seeds, new_seeds, margin, expected):
     """--extend continues the design the experiment ran, or its error rate would not be the design's: another
@@ -186,3 +189,5 @@ def test_extend_refuses_a_design_other_than_the_one_that_ran(old_seeds, new_seed
         new = dataclasses.replace(new, spec=new.spec.model_copy(update={"report": report}))
     changes = design_changes(experiment_record(old), new)
     assert [c.split(" (a margin")[0] for c in changes] == expected
+    if "start=100" in new_seeds:
+        assert new.seeds == tuple(range(100, 108))  # a new study on fresh seeds: 100 .. 107

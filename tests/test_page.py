@@ -87,5 +87,5 @@ def test_the_whole_page_error_over_4000_pages():
 
     result = simulate(4000, seed=1)
     one, two = result["one design"], result["two standards"]
-    assert one["fwer"] <= 0.05 + 2 * one["se"], result  # ~0.045; SE 0.0033
-    assert two["fwer"] >= 0.07, result  # the test chosen after the data: ~0.09
+    assert one["fwer"] <= 0.05, result  # 0.038, SE 0.003 (python -m bench.page_error --pages 4000 --seed 1)
+    assert two["fwer"] >= 0.06, result  # the test chosen after the data: 0.073
