@@ -4,13 +4,12 @@ and Δm (analysis/findings.py decides the verdicts)."""
 from __future__ import annotations
 
 import math
-import shlex
 
 import numpy as np
 import pandas as pd
 
 from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
-from core.saved import SavedExperiment
+from core.saved import SavedExperiment, shown_command
 from stats.inference import ALPHA
 from stats.page import PAGE_DESIGN
 
@@ -68,7 +67,7 @@ def runs_markdown(experiments: dict[str, SavedExperiment]) -> str:
             if exp.record.adaptive else str(len(exp.record.seeds))
         command = f"`{exp.command()}`"
         if extends:  # the first run's command and time, then the extension's
-            first = "python " + shlex.join(str(a) for a in extends.argv or [])
+            first = shown_command(extends.argv or [])
             command = f"`{first}`, then extended: {command}"
             wall = f"{_minutes(extends.wall_s)} + {_minutes(wall)}"
         lines.append(f"| {name} | {len(exp.frame)} | {seeds} | {wall if extends else _minutes(wall)} | {command} |")

@@ -31,12 +31,28 @@ class SavedExperiment:
         return self.record.name
 
     def command(self) -> str:
-        argv = self.record.argv or ["run_search.py", self.record.spec_path or "?"]
-        return "python " + shlex.join(str(a) for a in argv)
+        """The command that ran, as a reader would type it: the storage folder of the machine it ran on becomes
+        the placeholder STORAGE."""
+        return shown_command(self.record.argv or ["run_search.py", self.record.spec_path or "?"])
 
     def completed(self, variant: str) -> pd.DataFrame:
         f = self.frame
         return f[(f["variant"] == variant) & (f["status"] == "completed")]
+
+
+def shown_command(argv: list) -> str:
+    """`python ARGV` with the value of --storage replaced by STORAGE (a machine's own folder means nothing to a
+    reader, and may name a user)."""
+    out, hide = [], False
+    for a in (str(x) for x in argv):
+        if hide:
+            out.append("STORAGE")
+        elif a.startswith("--storage="):
+            out.append("--storage=STORAGE")
+        else:
+            out.append(a)
+        hide = a == "--storage"
+    return "python " + shlex.join(out)
 
 
 def _read(storage, path: str) -> bytes | None:

@@ -27,6 +27,9 @@ class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     # --- model ------------------------------------------------------------------------------
+    # your own model instead of the built-in ones: "package.module:function" or "path/to/file.py:function", a
+    # function of this config returning an nn.Module (mtl/models/user.py says what it must return)
+    model: str | None = None
     architecture: Literal["joint", "branched", "distilled"] = "joint"
     encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet34"
     pretrained: bool | str = False  # True: torchvision ImageNet weights from the torch cache; str: a file
@@ -214,6 +217,15 @@ class TrialConfig(BaseModel):
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of TrialConfig fields at the top level")
         return cls.from_dict({**values, **(overrides or {})}, source=str(path))
+
+
+def absolute_model_reference(ref: str) -> str:
+    """`model: path/to/file.py:fn` with an absolute path (trials run in their own working folders); the module form
+    `package.module:fn` as it is."""
+    target, sep, attr = ref.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return ref
 
 
 def unknown_key_message(source: str, key: str, allowed) -> str:

@@ -13,7 +13,15 @@ from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
 from search.frontier_plan import frontier_plan
 from search.plan import plan
-from search.preflight import check_flags, check_storage_uri, missing_weights, parse_sets, preflight, scratch_command
+from search.preflight import (
+    check_flags,
+    check_models,
+    check_storage_uri,
+    missing_weights,
+    parse_sets,
+    preflight,
+    scratch_command,
+)
 from search.record import EXIT_BAD_INPUT
 from search.reporting import Reporting
 from search.runconfig import WANDB_MODES, RunConfig, local_slots, resolve
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None, reporting: Reporting | None = None) -> i
             if args.profile == "auto" else ""
         print(f"profile: {profile}{reason}", flush=True)
         exp = exp.configure(profile, args.data, sets)
+        check_models(exp)
         if args.dry_run:
             return _dry_run(exp, run, args)
         storage, extended = preflight(exp, run)

@@ -51,7 +51,7 @@ def trial_table(exp: Experiment) -> str:
     return text
 
 
-_SHAPE = ("task_weighting", "architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels",
+_SHAPE = ("task_weighting", "model", "architecture", "encoder", "dilation", "aspp", "skip", "se", "decoder_channels",
           "batch_size", "crop_size", "tasks", "optimizer", "image_size", "val_batch_size")
 
 

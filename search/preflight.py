@@ -97,6 +97,26 @@ def check_data(exp: Experiment) -> None:
                 raise SpecError(f"--data {cfg.data}: {e}") from None
 
 
+def check_models(exp: Experiment) -> None:
+    """A user's model (`model: pkg.mod:fn`) is imported, built and run on a dummy batch here, on the driver: an
+    import error, a wrong output key or shape is one line naming the key, before Ray starts."""
+    seen = set()
+    for row in exp.rows:
+        cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
+        if not cfg.model or (cfg.model, cfg.tasks, cfg.task_weighting) in seen:
+            continue
+        seen.add((cfg.model, cfg.tasks, cfg.task_weighting))
+        from mtl.models.user import check_model  # torch: only when a spec names a model of its own
+
+        try:
+            check_model(cfg)
+        except ConfigError as e:
+            raise SpecError(f"{exp.path} (row {row.name!r}): {e}") from None
+        except Exception as e:  # the user's code failing on the dummy batch
+            raise SpecError(f"{exp.path} (row {row.name!r}): model: {cfg.model!r} failed on a dummy batch "
+                            f"(2, 3, {cfg.crop[0]}, {cfg.crop[1]}): {type(e).__name__}: {e}") from None
+
+
 def missing_weights(exp: Experiment) -> list[str]:
     """Human-readable problems with `pretrained` weights that are not on this machine."""
     problems = []

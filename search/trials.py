@@ -115,7 +115,9 @@ class Experiment:
             for key in ("train_images", "val_images", "test_images"):
                 defaults.pop(key, None)  # course scale on real data: every image
         defaults.update(sets or {})
-        exp = replace(self, profile=profile, defaults=defaults, sets=dict(sets or {}))
+        # a model file named relative to where the command runs: made absolute, as trials run in their own folders
+        rows = tuple(replace(r, overrides=_absolute_model(r.overrides)) for r in self.rows)
+        exp = replace(self, profile=profile, defaults=_absolute_model(defaults), rows=rows, sets=dict(sets or {}))
         _validate_configs(exp)
         return exp
 
@@ -289,6 +291,14 @@ def _space_probes(space: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         values = args if kind == "choice" else [args[0], args[1] - 1 if kind == "randint" else args[1]]
         probes += [{key: v} for v in values]
     return probes or [{}]
+
+
+def _absolute_model(values: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(values.get("model"), str):
+        return values
+    from mtl.config import absolute_model_reference
+
+    return {**values, "model": absolute_model_reference(values["model"])}
 
 
 def _validate_configs(exp: Experiment) -> None:

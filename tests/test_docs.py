@@ -147,3 +147,22 @@ def test_the_readme_is_read_in_five_minutes():
     assert [line for line in quick.splitlines() if line.strip() and not line.startswith("#")] == [
         "pip install -e . && python run_search.py ablations/task_weights.yaml",
         'pip install -e ".[test]" && python -m pytest']
+
+
+# a developer's machine in a doc: the folders these docs were produced in, a test's temporary folders, a user's home
+# (the docs' own example home is /home/you)
+MACHINE_PATH = re.compile(r"(?<![\w.])(/work/|/root/|/tmp/pytest|/tmp/fext|/home/(?!you/)\w)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
+def test_no_path_of_a_developer_s_machine_appears(doc):
+    found = [line.strip()[:120] for line in doc.read_text().splitlines() if MACHINE_PATH.search(line)]
+    assert not found, f"{doc.name}: a machine's own path (write STORAGE or an example such as /home/you): {found}"
+
+
+def test_recorded_commands_show_the_storage_as_a_placeholder():
+    from core.saved import shown_command
+
+    assert shown_command(["run_search.py", "a.yaml", "--storage", "/work/x", "--seeds", "3"]) == \
+        "python run_search.py a.yaml --storage STORAGE --seeds 3"
+    assert shown_command(["run_search.py", "--storage=s3://b/p"]) == "python run_search.py --storage=STORAGE"

@@ -186,3 +186,16 @@ def test_an_equivalence_under_a_post_hoc_margin_is_not_settled():
     row = table.set_index("claim").loc["Distilled ≈ branched"]
     assert row["verdict"].startswith("unresolved: equivalent within ±1 (TOST), but the margin is post hoc")
     assert row["p_equivalence_holm"] < 0.05  # what the margin would have claimed
+
+
+def test_the_committed_page_is_what_its_committed_results_rebuild():
+    """docs/findings.md is generated: rebuilt from docs/findings/* with its intro and notes, byte for byte."""
+    from conftest import REPO
+
+    from analysis.findings import build_page
+
+    docs = REPO / "docs"
+    folders = sorted(str(p) for p in (docs / "findings").iterdir() if p.is_dir())
+    page = build_page(folders, (docs / "findings_intro.md").read_text().strip(),
+                      (docs / "findings_notes.md").read_text().strip())
+    assert page == (docs / "findings.md").read_text(), "rebuild the page: see its own first lines"

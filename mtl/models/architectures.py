@@ -135,6 +135,11 @@ ARCHITECTURES = {"joint": JointNet, "branched": BranchedNet, "distilled": Distil
 
 
 def build_model(cfg: TrialConfig) -> nn.Module:
+    """The model a config names: the user's own (`model: pkg.mod:fn`, mtl/models/user.py) or a built-in one."""
+    if cfg.model:
+        from mtl.models.user import build_user_model
+
+        return build_user_model(cfg)
     return ARCHITECTURES[cfg.architecture](cfg)
 
 
