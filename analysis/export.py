@@ -107,12 +107,13 @@ def export_best(uri: str, to: str | None = None, out: str | None = None, presign
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also what docs/reference.md shows and a test checks)."""
-    p = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n")[0])
-    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
-    p.add_argument("--best", action="store_true", required=True, help="export the best completed trial")
-    p.add_argument("--to", help="s3://bucket/prefix to upload the archive to")
-    p.add_argument("--out", help="local directory for the archive (default: a temporary directory)")
-    p.add_argument("--presign", action="store_true", help="also print a presigned download link (7 days)")
+    p = argparse.ArgumentParser(prog="python -m analysis.export",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name.")
+    p.add_argument("--best", action="store_true", required=True, help="export the best completed trial.")
+    p.add_argument("--to", help="s3://bucket/prefix to upload the archive to.")
+    p.add_argument("--out", help="local directory for the archive (default: a temporary directory).")
+    p.add_argument("--presign", action="store_true", help="also print a presigned download link (7 days).")
     return p
 
 

@@ -216,12 +216,13 @@ def compute(saved: SavedExperiment) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also what docs/reference.md shows and a test checks)."""
-    p = argparse.ArgumentParser(prog="python -m analysis.frontier", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m analysis.frontier",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("experiment", help="the frontier study's experiment folder (local or s3://), e.g. "
-                   "docs/frontier/frontier")
-    p.add_argument("--out", default="docs/frontier.md", help="the page (its figure goes beside it, .png)")
-    p.add_argument("--copy", help="also copy the experiment's small artifacts here (never checkpoints)")
-    p.add_argument("--intro", help="a markdown file to open the page with")
+                   "docs/frontier/frontier.")
+    p.add_argument("--out", default="docs/frontier.md", help="the page (its figure goes beside it, .png).")
+    p.add_argument("--copy", help="also copy the experiment's small artifacts here (never checkpoints).")
+    p.add_argument("--intro", help="a markdown file to open the page with.")
     return p
 
 

@@ -90,11 +90,12 @@ def run_posthoc(uri: str, settings: list[str], split: str = "val") -> Path:
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also what docs/reference.md shows and a test checks)."""
-    p = argparse.ArgumentParser(prog="python -m analysis.posthoc", description=__doc__.split("\n")[0])
-    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
+    p = argparse.ArgumentParser(prog="python -m analysis.posthoc",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name.")
     p.add_argument("--tta", default=",".join(TTA_SETTINGS), help="comma-separated settings; the first is the "
-                   f"reference (allowed: {', '.join(TTA_SETTINGS)})")
-    p.add_argument("--split", default="val", choices=("val", "test"))
+                   f"reference (allowed: {', '.join(TTA_SETTINGS)}).")
+    p.add_argument("--split", default="val", choices=("val", "test"), help="the split to evaluate.")
     return p
 
 

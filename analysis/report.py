@@ -284,12 +284,13 @@ def watch(uri: str, out: str | None = None, formats=FORMATS, every: float = 60.0
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also what docs/reference.md shows and a test checks)."""
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
-    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name")
-    p.add_argument("--out", help="output directory (default EXPERIMENT/report)")
-    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
-    p.add_argument("--watch", action="store_true", help="rebuild while the search runs; stop when it ends")
-    p.add_argument("--every", type=float, default=60.0, help="seconds between rebuilds with --watch")
+    p = argparse.ArgumentParser(prog="python -m analysis.report",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("experiment", help="experiment directory or s3://bucket/prefix/name.")
+    p.add_argument("--out", help="output directory (default EXPERIMENT/report).")
+    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}.")
+    p.add_argument("--watch", action="store_true", help="rebuild while the search runs; stop when it ends.")
+    p.add_argument("--every", type=float, default=60.0, help="seconds between rebuilds with --watch.")
     return p
 
 

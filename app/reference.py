@@ -46,7 +46,7 @@ def reference() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m app.reference", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m app.reference", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--write", metavar="FILE", help="write the page there (default: print it)")
     a = p.parse_args(argv)
     if a.write:

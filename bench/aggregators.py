@@ -69,7 +69,8 @@ def measure(methods: list[str], architecture: str, profile: str, rounds: int, st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.aggregators", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.aggregators",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
     p.add_argument("--architectures", default="joint,branched")
     p.add_argument("--threads", type=int, default=1, help="torch threads: a trial's own count (cpus_per_trial)")

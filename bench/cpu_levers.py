@@ -98,7 +98,8 @@ def checkpoint_cost() -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.cpu_levers", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.cpu_levers",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--out", help="also write the Markdown table here")
     p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)

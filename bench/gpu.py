@@ -251,7 +251,7 @@ def _finite(value):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.gpu", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--out", help="directory for gpu.json and gpu.md (required)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (what the tests run)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per configuration")

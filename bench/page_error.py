@@ -118,7 +118,8 @@ def simulate(pages: int, seed: int = 1) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.page_error", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.page_error",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--pages", type=int, default=4000, help="simulated pages (each: 15 claims, four Searchers).")
     p.add_argument("--seed", type=int, default=1, help="the simulation's random seed.")
     p.add_argument("--out", required=True, help="the folder for page_error.json and page_error.md.")

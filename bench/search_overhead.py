@@ -95,7 +95,8 @@ def markdown(results: list[dict], cores: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.search_overhead", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.search_overhead",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--trials", default="10,100,1000", help="comma-separated trial counts")
     p.add_argument("--out", required=True, help="folder for overhead.json / overhead.md and the logs")
     p.add_argument("--epochs", type=int, default=2)

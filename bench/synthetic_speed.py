@@ -24,7 +24,8 @@ def images_per_second(size: tuple[int, int], images: int, workers: int) -> float
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.synthetic_speed", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.synthetic_speed",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--sizes", default="128x256,256x512")
     p.add_argument("--workers", default="1,2")

@@ -88,7 +88,7 @@ def asha(spec_path: str, seeds: int, epochs: int, reduction_factor: float = 2) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.tradeoff", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tradeoff", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("what", choices=("sampler", "asha"), help="which comparison to run")
     p.add_argument("--out", required=True, help="folder for tradeoff_<what>.json")
     p.add_argument("--trials", type=int, default=40, help="sampler: trials per search")

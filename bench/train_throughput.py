@@ -70,7 +70,8 @@ def measure(arch: str, device_name: str, size: tuple[int, int], batch: int, step
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.train_throughput", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.train_throughput",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--size", default="128x256")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=5)

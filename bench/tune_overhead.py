@@ -53,7 +53,8 @@ def inside(profile: str, threads: int, tmp: Path, sets: list[str]) -> list[float
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.tune_overhead", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tune_overhead",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (both runs)")

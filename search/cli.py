@@ -42,54 +42,54 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def parser() -> argparse.ArgumentParser:
     """The command line (also what docs/reference.md shows and a test checks)."""
     p = argparse.ArgumentParser(prog="run_search.py", description="Run an experiment spec as a Ray Tune experiment.")
-    p.add_argument("spec", help="experiment YAML (ablations/*.yaml)")
+    p.add_argument("spec", help="experiment YAML (ablations/*.yaml).")
     p.add_argument("--profile", default="auto", choices=PROFILE_NAMES,
-                   help="scale data size, resolution and epochs (auto: full with a GPU, else cpu)")
-    p.add_argument("--dry-run", action="store_true", help="print the trials and a budget; start nothing")
-    p.add_argument("--data", help="'synthetic' or a Miniscapes/Cityscapes-layout directory")
-    p.add_argument("--storage", default="./results", help="local directory or s3://bucket/prefix")
-    p.add_argument("--name", help="experiment name (default: the spec's name)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
-    p.add_argument("--address", help="join a running Ray cluster ('auto' on a `ray up` head node)")
+                   help="scale data size, resolution and epochs (auto: full with a GPU, else cpu).")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and a budget; start nothing.")
+    p.add_argument("--data", help="'synthetic' or a Miniscapes/Cityscapes-layout directory.")
+    p.add_argument("--storage", default="./results", help="local directory or s3://bucket/prefix.")
+    p.add_argument("--name", help="experiment name (default: the spec's name).")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name.")
+    p.add_argument("--address", help="join a running Ray cluster ('auto' on a `ray up` head node).")
     p.add_argument("--storage-shared", action="store_true",
                    help="--storage is a local path that every node of the cluster mounts (NFS); without it a local "
-                        "path is refused on a multi-node cluster")
-    p.add_argument("--max-concurrent", type=int, help="trials running at once")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs a trial reserves (and its torch threads); default 1")
+                        "path is refused on a multi-node cluster.")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once.")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs a trial reserves (and its torch threads); default 1.")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs a trial reserves, e.g. 0.25 packs four trials on "
-                   "a GPU; default 1 on a cluster with GPUs, else 0")
+                   "a GPU; default 1 on a cluster with GPUs, else 0.")
     p.add_argument("--seeds", metavar="N|first=N,max=M",
                    help="replicate every row over N seeds, or add seeds adaptively: first=3,max=8 runs 3 and gives "
                         "one more seed, round by round, to each comparison the sequential test has not settled; "
                         "start=100 numbers the seeds from 100, for a new study on fresh seeds.")
     p.add_argument("--compare", action="append", metavar="'ROW vs REFERENCE'",
-                   help="with adaptive seeds: a comparison to settle (repeatable); default: every row vs the baseline")
+                   help="with adaptive seeds: a comparison to settle (repeatable); default: every row vs the baseline.")
     p.add_argument("--budget", metavar="trials=N|hours=H",
-                   help="with adaptive seeds: stop adding seeds once N trials (or H trial-hours) were spent")
+                   help="with adaptive seeds: stop adding seeds once N trials (or H trial-hours) were spent.")
     p.add_argument("--plan-from", metavar="EXPERIMENT",
                    help="--dry-run: plan the adaptive design's seeds, trials, trial-hours and cost from a pilot or "
-                        "an earlier run of these rows (its results.parquet)")
+                        "an earlier run of these rows (its results.parquet).")
     p.add_argument("--extend", metavar="EXPERIMENT",
                    help="add seeds to a finished experiment (a folder or s3:// with its results.parquet, e.g. "
-                        "docs/findings/se): its trials count as already run; needs adaptive --seeds")
+                        "docs/findings/se): its trials count as already run; needs adaptive --seeds.")
     p.add_argument("--scheduler", metavar="TYPE[,KEY=VALUE...]",
                    help="replace the spec's scheduler: none, asha or median, with grace_period, reduction_factor, "
-                        "seed_aware (e.g. asha,grace_period=1,seed_aware=false)")
+                        "seed_aware (e.g. asha,grace_period=1,seed_aware=false).")
     p.add_argument("--objectives", metavar="METRIC=max|min,...",
                    help="search and report two or more metrics together, e.g. semseg_miou=max,depth_silog=min "
-                        "(replaces the spec's objectives)")
+                        "(replaces the spec's objectives).")
     p.add_argument("--checkpoints", metavar="KEEP[,KEY=VALUE...]",
                    help="what finished trials keep: auto, none, rows, top or all, with top=K and state=weights|full "
-                        "(e.g. top,top=5); default: the spec's checkpoints block")
+                        "(e.g. top,top=5); default: the spec's checkpoints block.")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
-                   help="override a fixed TrialConfig key of the spec (repeatable), e.g. --set pretrained=false")
-    p.add_argument("--wandb", choices=WANDB_MODES, help="log trials to W&B (default: off)")
+                   help="override a fixed TrialConfig key of the spec (repeatable), e.g. --set pretrained=false.")
+    p.add_argument("--wandb", choices=WANDB_MODES, help="log trials to W&B (default: off).")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
-                   help="start the Ray dashboard on 127.0.0.1 (local clusters)")
-    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="build the report at the end")
-    p.add_argument("--probe-steps", type=int, default=2, help="training steps timed by --dry-run's throughput probe")
+                   help="start the Ray dashboard on 127.0.0.1 (local clusters).")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="build the report at the end.")
+    p.add_argument("--probe-steps", type=int, default=2, help="training steps timed by --dry-run's throughput probe.")
     p.add_argument("--gpu-bench", metavar="GPU_JSON", help="--dry-run: gpu.json of `python -m bench.gpu`, whose "
-                   "measured packing turns fractional --gpus-per-trial into throughput")
+                   "measured packing turns fractional --gpus-per-trial into throughput.")
     return p
 
 

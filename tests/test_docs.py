@@ -166,3 +166,37 @@ def test_recorded_commands_show_the_storage_as_a_placeholder():
     assert shown_command(["run_search.py", "a.yaml", "--storage", "/work/x", "--seeds", "3"]) == \
         "python run_search.py a.yaml --storage STORAGE --seeds 3"
     assert shown_command(["run_search.py", "--storage=s3://b/p"]) == "python run_search.py --storage=STORAGE"
+
+
+def test_every_help_text_ends_in_a_full_sentence():
+    """`--help` of every documented command: the description is the module's whole first paragraph (not a line cut
+    mid-sentence), and each option's help ends in a full stop."""
+    from app.reference import parsers
+
+    for command, p in parsers().items():
+        assert p.description and p.description.rstrip().endswith("."), (command, p.description)
+        for a in p._actions:
+            if a.dest != "help" and a.help and a.help != argparse.SUPPRESS:
+                assert a.help.rstrip().endswith((".", "?", "!")), (command, a.option_strings or a.dest, a.help)
+
+
+# figures the README shares with a guide: each must read the same wherever it appears (a re-measured figure is
+# changed everywhere, or this fails)
+SHARED_FIGURES = [
+    ("main job's wall time", "433 s", ["README.md", "docs/findings-guide.md"]),
+    ("main job's storage", "262 MB", ["README.md", "docs/findings-guide.md", "docs/specs.md"]),
+    ("main job's best weights", "258 MB", ["README.md", "docs/findings-guide.md", "docs/specs.md"]),
+    ("a full checkpoint of the main job's model", "155 MiB", ["docs/performance.md", "docs/specs.md"]),
+]
+
+
+@pytest.mark.parametrize(("what", "figure", "docs"), SHARED_FIGURES, ids=[f[0] for f in SHARED_FIGURES])
+def test_the_readme_and_the_guides_agree_on_the_figures_they_share(what, figure, docs):
+    missing = [d for d in docs if figure not in (REPO / d).read_text()]
+    assert not missing, f"{what}: {figure} is not what {missing} say"
+
+
+def test_the_readme_s_findings_tally_is_the_page_s():
+    page = (REPO / "docs" / "findings.md").read_text()
+    tally = re.search(r"Verdicts: ([^.]+)\.", page).group(1)
+    assert tally in (REPO / "README.md").read_text().replace("\n", " "), tally

@@ -65,7 +65,7 @@ def test_verdicts_reproduced_contradicted_unresolved_and_not_run():
     assert verdict[claim["optimizer_lr:optimizer=adam, lr=0.1"]].startswith("reproduced (8/8 seeds diverged")
     assert verdict[claim["depth_loss:L1"]] == "contradicted"  # resolved, the other way round
     assert verdict[claim["depth_loss:berHu"]].startswith("unresolved (")
-    assert verdict[claim["architecture:distilled"]] == "contradicted (a difference is resolved)"
+    assert verdict[claim["architecture_confirm:distilled"]] == "contradicted (a difference is resolved)"
     assert verdict[claim["architecture:branched"]] == "reproduced"  # +1.5 against the course's +1.4: inside
     assert table.loc[claim["architecture:branched"], "parameters_ratio"] == 1.0
     assert verdict[claim["pretrained_dilation:ImageNet-pretrained"]].startswith("not run: needs the")
@@ -192,10 +192,14 @@ def test_the_committed_page_is_what_its_committed_results_rebuild():
     """docs/findings.md is generated: rebuilt from docs/findings/* with its intro and notes, byte for byte."""
     from conftest import REPO
 
-    from analysis.findings import build_page
+    from analysis.findings import SUMMARY_MARKERS, _experiments, build_page, summary_markdown
 
     docs = REPO / "docs"
     folders = sorted(str(p) for p in (docs / "findings").iterdir() if p.is_dir())
     page = build_page(folders, (docs / "findings_intro.md").read_text().strip(),
                       (docs / "findings_notes.md").read_text().strip())
     assert page == (docs / "findings.md").read_text(), "rebuild the page: see its own first lines"
+    # the guide's summary is the same table's short form (--summary docs/findings-guide.md)
+    guide = (docs / "findings-guide.md").read_text()
+    block = guide.split(SUMMARY_MARKERS[0], 1)[1].split(SUMMARY_MARKERS[1], 1)[0].strip()
+    assert block == summary_markdown(findings_table(_experiments(folders)))

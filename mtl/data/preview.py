@@ -42,7 +42,8 @@ def contact_sheet(root: str, split: str = "train", n: int = 6, gap: int = 4) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m mtl.data.preview", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mtl.data.preview",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("root")
     p.add_argument("--split", default="train")
     p.add_argument("--n", type=int, default=6)

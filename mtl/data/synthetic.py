@@ -147,7 +147,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m mtl.data.synthetic", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mtl.data.synthetic",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--root", required=True, help="output directory (Miniscapes layout)")
     for split, default in (("train", 200), ("val", 50), ("test", 50)):
         p.add_argument(f"--{split}", type=int, default=default, help=f"number of {split} images")
