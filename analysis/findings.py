@@ -100,9 +100,12 @@ def _pair(f: Finding, exp: SavedExperiment) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def _design(exp: SavedExperiment) -> Design:
-    """The design the experiment's seeds were chosen by; a fixed-seed experiment had one look of the page's."""
-    a = exp.record.adaptive
-    return Design(a["first"], a["max"]) if a else PAGE_DESIGN
+    """The design the experiment's seeds were chosen by: its adaptive design; the page's, of which a fixed run on
+    the page's first seeds is the first look; else a fixed design of its own seed count (one look)."""
+    a, n = exp.record.adaptive, len(exp.record.seeds)
+    if a:
+        return Design(a["first"], a["max"])
+    return PAGE_DESIGN if n == PAGE_DESIGN.first else Design(max(n, 2), max(n, 2))
 
 
 def measure(f: Finding, exp: SavedExperiment | None) -> tuple[dict, dict[str, Claim | None]]:
@@ -171,6 +174,7 @@ def verdict(f: Finding, r: dict) -> str:
         "reproduced": "reproduced" if f.size is not None else "reproduced (direction; the course gave no size)",
         "smaller": f"direction reproduced, smaller than {size} (outside the family-level interval)",
         "larger": f"direction reproduced, larger than {size} (outside the family-level interval)",
+        "size_untested": "direction reproduced; the family-level interval is empty, so the size is not tested",
         "equivalent": f"reproduced: equivalent within ±{margin:g} (TOST; margin: {f.margin_source or 'the spec'})",
         "equivalent_post_hoc": f"unresolved: equivalent within ±{margin:g} (TOST), but the margin is post hoc "
                                f"({f.margin_post_hoc}); a run on fresh seeds with the margin fixed would settle it"}

@@ -19,7 +19,7 @@ from core.saved import SavedExperiment, read_saved
 from core.storage import Storage, split_experiment_uri
 from search.record import experiment_record
 from search.runconfig import RunConfig
-from search.spec import SpecError
+from search.spec import SeedsBlock, SpecError
 from search.trials import Experiment
 
 SAME_DESIGN = ("profile", "defaults", "set", "rows", "metric")
@@ -60,6 +60,10 @@ def design_changes(old: ExperimentRecord, exp: Experiment) -> list[str]:
     if old.adaptive is None:
         if new is not None and new.first != len(old.seeds):
             out.append(f"first: its {len(old.seeds)} fixed seeds are the design's first look -> first={new.first}")
+        if new is not None and new.max != SeedsBlock().max:  # the max, too, is fixed before the first look
+            out.append(f"max: a fixed-seed experiment is the first look of the default design (max "
+                       f"{SeedsBlock().max}), declared before its data; max={new.max} chosen after it could be "
+                       "picked to fit them")
         if new is not None and old.seeds and list(exp.seeds[:len(old.seeds)]) != list(old.seeds):
             out.append(f"start: its seeds {old.seeds} are the design's first look -> seeds from {exp.seeds[0]}")
     elif new is not None:

@@ -58,6 +58,13 @@ class Claim:
     failures: int = 0  # diverges: runs that failed
     runs: int = 0  # diverges: runs that trained to the end or failed
 
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size != 0 and np.sign(self.size) != self.expect:
+            raise ValueError(f"a claimed size {self.size:+g} must have the claim's sign ({self.expect:+d})")
+        if len(self.diffs) > self.design.max:
+            raise ValueError(f"{len(self.diffs)} paired differences, more than the design's max "
+                             f"({self.design.max}): the test would leave seeds out")
+
 
 @dataclass(frozen=True)
 class Judged:
@@ -72,7 +79,7 @@ class Judged:
     ci_high: float = math.nan
 
 
-OUTCOMES = ("reproduced", "smaller", "larger", "contradicted", "equivalent", "equivalent_post_hoc",
+OUTCOMES = ("reproduced", "smaller", "larger", "size_untested", "contradicted", "equivalent", "equivalent_post_hoc",
             "unresolved", "untested")
 
 
@@ -133,8 +140,10 @@ def _outcome(c: Claim, p_h: float, e_h: float, level: float, alpha: float) -> tu
     if np.sign(mean) != c.expect:
         return "contradicted", none
     ci = interval(c, level)
-    if c.size is None or not np.isfinite(ci[0]):
+    if c.size is None:
         return "reproduced", ci
+    if not np.isfinite(ci[0]):  # an empty interval: no size is consistent with the data, the course's either
+        return "size_untested", ci
     if ci[0] <= c.size <= ci[1]:
         return "reproduced", ci
     # the course's size lies outside the family-level interval: which side says whether ours is smaller

@@ -50,7 +50,9 @@ def design_power(effect: float, first: int, last: int, level: float, draws: int 
 
 def seeds_within(effect: float, first: int, last: int, level: float, target: float = POWER) -> int | None:
     """For a row already in the design (first, last): the fewest seeds by whose look it rejects with probability
-    `target`; None when even `last` seeds do not reach it (then only a new study can)."""
+    `target`; None when even `last` seeds do not reach it (then only a new study can). Simplified: the runs start
+    from the first look at the observed effect (not conditional on the seeds already seen), futility is on even
+    where the Searcher turns it off (a comparison with a margin) and equivalence stops are left out."""
     if not np.isfinite(effect) or effect == 0:
         return None
     rejects, stop = _simulate(effect, first, last, level, PLAN_DRAWS)

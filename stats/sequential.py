@@ -155,27 +155,49 @@ def settled(diffs: dict[str, list[float]], first: int, last: int, alpha: float =
 
 def repeated_ci(diffs, first: int, last: int, alpha: float = ALPHA) -> tuple[float, float]:
     """The repeated confidence interval: every shift δ whose repeated p-value of (diffs − δ) is ≥ alpha. Valid
-    at whatever look the data stopped, as the repeated p is (bisection on each side of the mean)."""
+    at whatever look the data stopped, as the repeated p is. Each look's |t| is V-shaped in δ around that look's
+    running mean, so the accepted shifts are the intersection of one interval per look: an interval, which need not
+    hold the overall mean. Its centre comes from that closed form (the table's critical value); its ends are then
+    found by bisection on the repeated p itself. (NaN, NaN): no shift is accepted, the interval is empty."""
     d = np.asarray(diffs, float)
     if len(d) < max(first, 2) or not d.std() > 0:
         return math.nan, math.nan
-    mean, width = float(d.mean()), float(d.std(ddof=1)) * 50 + 1e-12
 
     def inside(delta: float) -> bool:
         return repeated_p(d - delta, first, last) >= alpha
 
-    if not inside(mean):  # no shift is accepted (a level below the table's resolution): the interval is empty
+    centre = next((c for c in (*_closed_form_centre(d, first, last, alpha), float(d.mean())) if inside(c)), None)
+    if centre is None:
         return math.nan, math.nan
+    width = float(d.std(ddof=1)) * 50 + 1e-12
     bounds = []
     for sign in (-1, 1):
         lo, hi = 0.0, width
-        while inside(mean + sign * hi) and hi < 1e6 * width:  # widen until outside
+        while inside(centre + sign * hi) and hi < 1e6 * width:  # widen until outside
             hi *= 2
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if inside(mean + sign * mid) else (lo, mid)
-        bounds.append(mean + sign * lo)
+            lo, hi = (mid, hi) if inside(centre + sign * mid) else (lo, mid)
+        bounds.append(centre + sign * lo)
     return bounds[0], bounds[1]
+
+
+def _closed_form_centre(d: np.ndarray, first: int, last: int, alpha: float) -> list[float]:
+    """The midpoint of the intersection of the per-look intervals mean_n ± t*_n s_n / sqrt(n), with t*_n the |t| at
+    which W_n reaches the null table's (1 - alpha) quantile; [] when the intersection is empty."""
+    table = null_maxima(first, last)
+    c = float(table[min(math.ceil((1 - alpha) * len(table)), len(table) - 1)])
+    lo, hi = -math.inf, math.inf
+    for n in range(first, min(len(d), last) + 1):
+        x = d[:n]
+        sd = float(x.std(ddof=1))
+        if not sd > 0:
+            continue
+        tail = float(special.ndtr(-c * math.sqrt(last / n)))  # the one-sided normal tail W_n = c corresponds to
+        t_star = float(-special.stdtrit(n - 1, tail))
+        half = t_star * sd / math.sqrt(n)
+        lo, hi = max(lo, float(x.mean()) - half), min(hi, float(x.mean()) + half)
+    return [(lo + hi) / 2] if lo <= hi and math.isfinite(lo) and math.isfinite(hi) else []
 
 
 def sequential_compare(variant: pd.Series, baseline: pd.Series, first: int, last: int,

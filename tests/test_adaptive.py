@@ -171,6 +171,8 @@ def test_plan_from_a_pilot(tmp_path):
     ("first=3,max=8", "first=3,max=8,start=100", None, ["start: 0 -> 100"]),  # fresh seeds are a new study
     ("3", "first=3,max=8,start=100", None, ["start: its seeds [0, 1, 2] are the design's first look -> seeds "
                                             "from 100"]),
+    ("3", "first=3,max=20", None, ["max: a fixed-seed experiment is the first look of the default design (max 8), "
+                                   "declared before its data; max=20 chosen after it could be picked to fit them"]),
 ])
 def test_extend_refuses_a_design_other_than_the_one_that_ran(old_seeds, new_seeds, margin, expected):
     """--extend continues the design the experiment ran, or its error rate would not be the design's: another

@@ -66,6 +66,22 @@ def test_diverges_is_an_exact_binomial_test_on_the_count():
     assert math.isnan(_one(Claim(kind="diverges", failures=0, runs=0)).p)
 
 
+def test_the_interval_need_not_hold_the_overall_mean_and_an_empty_one_leaves_the_size_untested():
+    """The accepted shifts are the intersection of one interval per look, which can exclude the overall mean: the
+    interval is still found (and the course's size judged against it), not reported missing."""
+    d = (1.0, 1.0001, 1.0002, 5.0, -3.0, 4.0, -2.0, 3.0)  # the first looks pin Δ near 1; the mean is 1.25
+    j = _one(Claim(size=10.0, diffs=d), others=15)
+    assert j.p_holm < 0.05 and np.isfinite(j.ci_low) and j.ci_high < 10 and j.outcome == "smaller"
+    assert not j.ci_low <= float(np.mean(d)) <= j.ci_high
+
+
+def test_a_claim_checks_its_size_s_sign_and_its_design_s_seeds():
+    with pytest.raises(ValueError, match="must have the claim's sign"):
+        Claim(expect=1, size=-3.0, diffs=TIGHT)
+    with pytest.raises(ValueError, match="more than the design's max"):
+        Claim(diffs=(*TIGHT, 1.0), design=Design(3, 8))
+
+
 def test_a_row_s_own_design_is_used():
     d = (1.0, 1.4, 0.8, 1.1, 1.2)
     assert _one(Claim(diffs=d, design=Design(3, 5))).p == repeated_p(np.array(d), 3, 5)
