@@ -5,9 +5,10 @@
 The search is bench.search_overhead's (a random search over lr at the `smoke` profile, 1 epoch a trial), run through
 `app.cli.main` in this process, so the driver's Python heap can be traced. A sampler thread records, every 2 s, the
 finished trials (trial folders with a result), the process's RSS and the traced Python heap; when `--at` trials
-have finished it takes a snapshot, and another when the search ends (Ray still up). DIR/driver_memory.json holds
-the samples and the allocation sites that grew most between the two snapshots (by source line, 8 frames), and
-DIR/driver_memory.md the summary: MiB per 100 trials of RSS and of the Python heap, and the top growth sites.
+have finished it takes a snapshot, and another when 95 % of them have (the search still running: after it, Tune
+frees its trials). DIR/driver_memory.json holds the samples and the allocation sites that grew most between the
+two snapshots (by source line, 8 frames), and DIR/driver_memory.md the summary: MiB per 100 trials of RSS and of
+the Python heap while the search runs, what its end (reading every trial back) adds, and the top growth sites.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Sampler(threading.Thread):
         self.storage, self.name, self.at = storage, name, at
         self.samples: list[dict] = []
         self.first: tracemalloc.Snapshot | None = None
+        self.second: tracemalloc.Snapshot | None = None
+        self.total = 0
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -50,6 +53,8 @@ class Sampler(threading.Thread):
                                  "heap_mib": round(heap / 2**20, 1)})
             if self.first is None and n >= self.at:
                 self.first = tracemalloc.take_snapshot()
+            if self.second is None and n >= 0.95 * self.total:
+                self.second = tracemalloc.take_snapshot()
             self.done.wait(SAMPLE_S)
 
 
@@ -70,25 +75,28 @@ def profile(trials: int, at: int, out: Path) -> dict:
     spec = _spec(work, trials, 2)
     tracemalloc.start(8)
     sampler = Sampler(storage, name, at)
+    sampler.total = trials
     sampler.start()
     code = run_search([str(spec), "--profile", "smoke", "--storage", str(storage), "--no-dashboard", "--no-report",
                        "--wandb", "off", "--set", "epochs=1"])
-    last = tracemalloc.take_snapshot()
     sampler.done.set()
     sampler.join()
     growth = []
-    if sampler.first is not None:
-        for stat in last.compare_to(sampler.first, "traceback")[:15]:
+    if sampler.first is not None and sampler.second is not None:
+        for stat in sampler.second.compare_to(sampler.first, "traceback")[:15]:
             growth.append({"size_diff_kib": round(stat.size_diff / 1024, 1), "count_diff": stat.count_diff,
                            "where": [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}"
                                      for f in stat.traceback][-8:]})
+    running = [s for s in sampler.samples if s["trials"] < trials] or sampler.samples
+    end = max(s["rss_mib"] for s in sampler.samples) - running[-1]["rss_mib"]
     result = {"trials": trials, "exit": code, "at": at, "samples": sampler.samples, "growth": growth,
-              "rss_mib_per_100": round(_slope(sampler.samples, "rss_mib", at), 2),
-              "heap_mib_per_100": round(_slope(sampler.samples, "heap_mib", at), 2)}
+              "rss_mib_per_100": round(_slope(running, "rss_mib", at), 2),
+              "heap_mib_per_100": round(_slope(running, "heap_mib", at), 2), "end_rss_mib": round(end, 1)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "driver_memory.json").write_text(json.dumps(result, indent=1))
-    lines = [f"{trials} trials (exit {code}); from {at} trials on: RSS +{result['rss_mib_per_100']} MiB per 100 "
-             f"trials, traced Python heap +{result['heap_mib_per_100']} MiB per 100 trials", "",
+    lines = [f"{trials} trials (exit {code}); while it runs, from {at} trials on: RSS +{result['rss_mib_per_100']} MiB "
+             f"per 100 trials, traced Python heap +{result['heap_mib_per_100']} MiB per 100 trials; its end adds "
+             f"{result['end_rss_mib']} MiB of RSS", "",
              "| growth (KiB) | blocks | allocated at (innermost last) |", "|---|---|---|"]
     lines += [f"| {g['size_diff_kib']} | {g['count_diff']} | {' <- '.join(reversed(g['where'][-3:]))} |"
               for g in growth]
