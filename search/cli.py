@@ -9,8 +9,10 @@ import sys
 
 import torch
 
+from core.storage import open_storage
 from mtl.profiles import PROFILE_NAMES, resolve_profile
 from search.dryrun import budget, trial_table
+from search.extend import check_extend
 from search.frontier_plan import frontier_plan
 from search.plan import plan
 from search.preflight import (
@@ -127,6 +129,8 @@ def _experiment(args: argparse.Namespace) -> Experiment:
 
 
 def _dry_run(exp: Experiment, run: RunConfig, args: argparse.Namespace) -> int:
+    if run.extend:  # a design the extension would refuse is refused by its dry run too
+        check_extend(exp, run, open_storage(run.storage))
     print(trial_table(exp))
     for problem in missing_weights(exp):
         print(f"warning: {problem}. A real run downloads it with torchvision where there is internet; offline, "

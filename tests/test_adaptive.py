@@ -193,3 +193,13 @@ def test_extend_refuses_a_design_other_than_the_one_that_ran(old_seeds, new_seed
     assert [c.split(" (a margin")[0] for c in changes] == expected
     if "start=100" in new_seeds:
         assert new.seeds == tuple(range(100, 108))  # a new study on fresh seeds: 100 .. 107
+
+
+def test_a_dry_run_refuses_the_extension_a_real_run_would_refuse(capsys):
+    from app.cli import main
+
+    argv = ["ablations/depth_loss.yaml", "--dry-run", "--profile", "cpu", "--probe-steps", "1", "--set",
+            "pretrained=false", "--set", "lr=0.001", "--compare", "L1 vs L2", "--extend", "docs/findings/depth_loss"]
+    assert main([*argv, "--seeds", "first=3,max=8,family=14,start=100"]) == 2
+    assert "changed: start: 0 -> 100" in capsys.readouterr().err
+    assert main([*argv, "--seeds", "first=3,max=8,family=14"]) == 0  # the design it ran
