@@ -43,10 +43,11 @@ GROUPS = (("n",) * 4, ("n",) * 4, ("n",) * 4, ("n", "same"))  # one experiment p
 MARGIN, FAMILY, SEEDS, FIRST, SIGMA = 1.0, 14, 8, 3, 0.5
 
 
-def _drive(searcher: AdaptiveSeeds, values: dict[str, np.ndarray]) -> None:
-    """Tune's loop at full concurrency: suggest until the searcher waits, complete the round; until FINISHED."""
-    n = 0
-    while True:
+def drive(searcher: Searcher, outcome, limit: int = 500, seconds: float = 60.0) -> list[tuple[str, int]]:
+    """Tune's loop at full concurrency: suggest until the searcher waits, complete that round, until FINISHED.
+    `outcome(row, seed)` is the trial's metric, or None for a trial that errored; returns the (row, seed) run."""
+    ran, n = [], 0
+    while n < limit:
         running = {}
         while True:
             n += 1
@@ -55,10 +56,13 @@ def _drive(searcher: AdaptiveSeeds, values: dict[str, np.ndarray]) -> None:
                 break
             running[f"t{n}"] = (config["variant"], config["seed"])
         if config == Searcher.FINISHED:
-            return
-        for trial_id, (row, seed) in running.items():
-            result = {"status": "completed", "multitask": float(values[row][seed]), "time_total_s": 1.0}
-            searcher.on_trial_complete(trial_id, result)
+            return ran
+        for trial_id, cell in running.items():
+            value = outcome(*cell)
+            result = None if value is None else {"status": "completed", "multitask": value, "time_total_s": seconds}
+            searcher.on_trial_complete(trial_id, result, error=value is None)
+            ran.append(cell)
+    raise AssertionError("the searcher never finished")
 
 
 def _experiment(rng: np.random.Generator, kinds: tuple[str, ...]) -> list[tuple[str, list[float]]]:
@@ -69,7 +73,7 @@ def _experiment(rng: np.random.Generator, kinds: tuple[str, ...]) -> list[tuple[
     margin = MARGIN if "same" in kinds else None
     s = AdaptiveSeeds([(r, "base") for r in rows], list(range(SEEDS)), FIRST, "multitask", "max",
                       margin=margin, family=FAMILY)
-    _drive(s, values)
+    drive(s, lambda row, seed: float(values[row][seed]))
     return [(k, paired_diffs(s.values, r, "base", s.seeds)) for k, r in zip(kinds, rows, strict=True)]
 
 

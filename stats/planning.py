@@ -16,7 +16,7 @@ import numpy as np
 from scipy import special
 
 from stats.inference import POWER
-from stats.sequential import FUTILITY_P, null_maxima, standardised
+from stats.sequential import FUTILITY_P, null_maxima, prefix_t, standardised
 
 PLAN_DRAWS = 4000
 PLAN_SEED = 20261130
@@ -63,13 +63,9 @@ def seeds_within(effect: float, first: int, last: int, level: float, target: flo
 
 def _fixed_p(d: np.ndarray, first: int, last: int) -> np.ndarray:
     """The two-sided fixed-n paired t p of the first n differences, for n = first .. last: (draws, looks)."""
-    n = np.arange(1, d.shape[-1] + 1)
-    mean = np.cumsum(d, axis=-1) / n
-    var = (np.cumsum(d * d, axis=-1) - n * mean * mean) / np.maximum(n - 1, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.abs(mean) / np.sqrt(np.maximum(var, 0) / n)
+    n, t = prefix_t(d)
     looks = slice(first - 1, last)
-    return 2 * special.stdtr((n - 1)[looks], -t[..., looks])
+    return 2 * special.stdtr((n - 1)[looks], -np.abs(t[..., looks]))
 
 
 def seeds_for_power(effect: float, first: int, level: float, target: float = POWER) -> int | None:

@@ -35,19 +35,24 @@ NULL_DRAWS = 200_000
 NULL_SEED = 20261130
 
 
+def prefix_t(diffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, T_n): the one-sample t statistic of the first n differences along the last axis (…, seeds), for every
+    n = 1 .. seeds; NaN where they have no variance."""
+    d = np.asarray(diffs, float)
+    n = np.arange(1, d.shape[-1] + 1)
+    mean = np.cumsum(d, axis=-1) / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (np.cumsum(d * d, axis=-1) - n * mean * mean) / np.maximum(n - 1, 1)
+        return n, mean / np.sqrt(np.maximum(var, 0) / n)
+
+
 def standardised(diffs: np.ndarray, first: int, last: int, sided: int = 2) -> np.ndarray:
     """W_n for n = first .. min(len, last) along the last axis of `diffs` (…, seeds): z of the paired t statistic
     of the first n differences (two-sided: of |T|; one-sided: of T, for "mean > 0"), times sqrt(n / last). NaN
     where the differences have no variance."""
-    d = np.asarray(diffs, float)
-    n = np.arange(1, d.shape[-1] + 1)
-    mean = np.cumsum(d, axis=-1) / n
-    sq = np.cumsum(d * d, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = (sq - n * mean * mean) / np.maximum(n - 1, 1)
-        t = mean / np.sqrt(np.maximum(var, 0) / n)
+    n, t = prefix_t(diffs)
     t = np.abs(t) if sided == 2 else t
-    looks = slice(first - 1, min(d.shape[-1], last))
+    looks = slice(first - 1, min(len(n), last))
     df = (n - 1)[looks]
     # the t statistic's tail probability, then the z with the same tail (two-sided: the two-sided p's z); scipy's
     # special functions give the same values as stats.t.sf / stats.norm.isf at ~1/25 of the call cost, which the

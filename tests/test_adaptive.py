@@ -12,34 +12,13 @@ import pickle
 
 import numpy as np
 import pytest
-from ray.tune.search import Searcher
 
+from bench.page_error import drive
 from search.adaptive import AdaptiveSeeds, paired_diffs
 from search.runconfig import parse_budget as budget_flag
 from search.spec import SpecError
 
 BASE = "base"
-
-
-def _drive(searcher: AdaptiveSeeds, outcome, limit: int = 500) -> list[tuple[str, int]]:
-    """Tune's loop at full concurrency: ask until the searcher waits, then complete what runs; until FINISHED."""
-    ran, n = [], 0
-    while n < limit:
-        running = {}
-        while True:
-            n += 1
-            config = searcher.suggest(f"t{n}")
-            if config is None or config == Searcher.FINISHED:
-                break
-            running[f"t{n}"] = (config["variant"], config["seed"])
-        if config == Searcher.FINISHED:
-            return ran
-        for trial_id, cell in running.items():
-            value = outcome(*cell)
-            result = None if value is None else {"status": "completed", "multitask": value, "time_total_s": 60.0}
-            searcher.on_trial_complete(trial_id, result, error=value is None)
-            ran.append(cell)
-    raise AssertionError("the searcher never finished")
 
 
 def _table(rng, effects: dict[str, float], sigma: float, seeds: int = 8):
@@ -55,7 +34,7 @@ def _searcher(rows, **kw) -> AdaptiveSeeds:
 def test_large_effect_stops_at_first_and_null_rows_run_on():
     rng = np.random.default_rng(1)
     s = _searcher(["big", "null"])
-    ran = _drive(s, _table(rng, {"big": 10.0, "null": 0.0}, sigma=0.2))
+    ran = drive(s, _table(rng, {"big": 10.0, "null": 0.0}, sigma=0.2))
     counts = {r: sum(c[0] == r for c in ran) for r in ("big", "null", BASE)}
     assert counts["big"] == 3  # settled at the first look: never given a fourth seed
     assert 3 < counts["null"] <= 8 and counts[BASE] == counts["null"]  # pairs stay complete
@@ -74,7 +53,7 @@ def test_null_tables_keep_the_error_rate_and_use_few_seeds():
     for _ in range(tables):
         rows = ["a", "b", "c", "d"]
         s = _searcher(rows)
-        _drive(s, _table(rng, dict.fromkeys(rows, 0.0), sigma=0.5))
+        drive(s, _table(rng, dict.fromkeys(rows, 0.0), sigma=0.5))
         last = s.looks[-1]["comparisons"]
         false_positive += any(v["decision"] == "resolved" for v in last.values())
         seeds_used += [v["seeds"] for v in last.values()]
@@ -87,7 +66,7 @@ def test_failed_trials_use_up_their_seed_and_pairs_skip_it():
     rng = np.random.default_rng(3)
     table = _table(rng, {"x": 0.3}, sigma=1.0)
     s = _searcher(["x"])
-    ran = _drive(s, lambda row, seed: None if (row, seed) == ("x", 1) else table(row, seed))
+    ran = drive(s, lambda row, seed: None if (row, seed) == ("x", 1) else table(row, seed))
     assert ("x", 1) in ran and ran.count(("x", 1)) == 1
     diffs = paired_diffs(s.values, "x", BASE, s.seeds)
     assert len(diffs) == sum(1 for r, _ in ran if r == "x") - 1
@@ -97,12 +76,12 @@ def test_budget_and_prior_trials():
     rng = np.random.default_rng(5)
     table = _table(rng, {"a": 0.0, "b": 0.0}, sigma=1.0)
     s = _searcher(["a", "b"], budget={"trials": 11})
-    ran = _drive(s, table)
+    ran = drive(s, table)
     assert len(ran) <= 11 and s.stopped == "budget"
     # an extended experiment: its trials count as run, never rerun, and the first look is taken at once
     prior = {(r, seed): table(r, seed) for r in ("a", "b", BASE) for seed in range(3)}
     s = _searcher(["a", "b"], prior=prior)
-    ran = _drive(s, table)
+    ran = drive(s, table)
     assert not set(ran) & set(prior) and s.looks[0]["comparisons"]["a vs base"]["seeds"] == 3
 
 
