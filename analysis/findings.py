@@ -150,22 +150,39 @@ def measure(f: Finding, exp: SavedExperiment | None) -> tuple[dict, dict[str, Cl
     return row, claims
 
 
+CATEGORIES = {"reproduced": "reproduced", "equivalent": "reproduced", "smaller": "direction reproduced",
+              "larger": "direction reproduced", "size_untested": "direction reproduced", "contradicted": "contradicted",
+              "unresolved": "unresolved", "untested": "unresolved", "equivalent_post_hoc": "unresolved"}
+
+
+def not_run(f: Finding, r: dict) -> str | None:
+    """Why the row has nothing to judge, or None."""
+    if isinstance(r.get("note"), str):
+        return r["note"]
+    if f.kind == "diverges":
+        return None if r.get("trials") else f"no completed or diverged trial of {f.variant!r} in {f.experiment}"
+    if not r.get("n_variant") or not r.get("n_baseline"):
+        return f"no completed trial of {f.variant if not r.get('n_variant') else f.baseline!r} in {f.experiment}"
+    return None
+
+
+def category(f: Finding, r: dict) -> str:
+    """The verdict's kind, for the page's tally: from the outcome, not from the words."""
+    return "not run" if not_run(f, r) else CATEGORIES[r["outcome"]]
+
+
 def verdict(f: Finding, r: dict) -> str:
     """The row's verdict in words, from its outcome under the page's one design (stats.page)."""
-    if isinstance(r.get("note"), str):
-        return f"not run: {r['note']}"
+    reason = not_run(f, r)
+    if reason:
+        return f"not run: {reason}"
     if f.kind == "diverges":
-        if not r.get("trials"):
-            return f"not run: no completed or diverged trial of {f.variant!r} in {f.experiment}"
         failed, runs = int(r["diverged"] + r["zero"]), int(r["trials"])
         count = f"{failed}/{runs} seeds diverged or scored 0, exact binomial test against 'half fail'"
         outcome = r["outcome"]
         if outcome in ("reproduced", "contradicted"):
             return f"{outcome} ({count})"
         return f"unresolved ({count}; ≥ {int(r['seeds_needed'])} runs all one way would settle it)"
-    if not r.get("n_variant") or not r.get("n_baseline"):
-        missing = f.variant if not r.get("n_variant") else f.baseline
-        return f"not run: no completed trial of {missing!r} in {f.experiment}"
     outcome, margin = r["outcome"], r.get("margin", math.nan)
     size = f"the course's {f.size:+g}" if f.size is not None else ""
     texts = {
@@ -235,7 +252,9 @@ def findings_table(experiments: dict[str, SavedExperiment]) -> pd.DataFrame:
             frame["family_equivalence"] = int(np.isfinite(np.asarray(raw[len(judged):], float)).sum())
             frame["level"] = level
     frame["seeds_needed"] = [_seeds_needed(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
-    frame["verdict"] = [verdict(f, r) for f, r in zip(findings, frame.to_dict("records"), strict=True)]
+    records = frame.to_dict("records")
+    frame["verdict"] = [verdict(f, r) for f, r in zip(findings, records, strict=True)]
+    frame["category"] = [category(f, r) for f, r in zip(findings, records, strict=True)]
     return frame
 
 
@@ -298,7 +317,11 @@ def write_summary(path: Path, summary: str) -> None:
 
 def build_page(uris: list[str], intro: str = "", outro: str = "") -> str:
     experiments = _experiments(uris)
-    table = findings_table(experiments)
+    return render_page(experiments, findings_table(experiments), intro, outro)
+
+
+def render_page(experiments: dict[str, SavedExperiment], table: pd.DataFrame, intro: str = "", outro: str = "") -> str:
+    """The page's Markdown from the experiments and their findings table (computed once by the caller)."""
     study = asha_study(list(experiments.values()))
     parts = [intro or "# Findings", "## The course's findings at CPU scale", markdown_table(table),
              footnote(table),
@@ -332,9 +355,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"copied: {copy_artifacts(uri, a.copy)}")
     try:
         intro, outro = (Path(f).read_text().strip() if f else "" for f in (a.intro, a.outro))
-        page = build_page(a.experiments, intro, outro)
+        experiments = _experiments(a.experiments)
+        table = findings_table(experiments)  # once, for the page and the guide's summary
+        page = render_page(experiments, table, intro, outro)
         if a.summary:
-            write_summary(Path(a.summary), summary_markdown(findings_table(_experiments(a.experiments))))
+            write_summary(Path(a.summary), summary_markdown(table))
     except OSError as e:  # a folder without results, a missing intro file: one line, exit 2
         p.error(str(e))
     Path(a.out).write_text(page)

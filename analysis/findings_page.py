@@ -122,8 +122,7 @@ def footnote(table: pd.DataFrame) -> str:
 
 def verdict_counts(table: pd.DataFrame) -> str:
     """The page's tally, from its verdicts (the one place these counts come from)."""
-    heads = pd.Series([str(v).split(" (")[0].split(":")[0].split(",")[0] for v in table["verdict"]])
-    counts = heads.value_counts()
+    counts = table["category"].value_counts()
     order = ["reproduced", "direction reproduced", "contradicted", "unresolved", "not run"]
     return "Verdicts: " + ", ".join(f"{int(counts.get(k, 0))} {k}" for k in order) + "."
 
