@@ -84,7 +84,8 @@ def delta_m_section(experiments: dict[str, SavedExperiment]) -> list[str]:
             continue
         rows = [{"Experiment": name, "Multi-task row": r["variant"], "n": int(r["n"]),
                  "Δm % [95 % CI]": delta_m_text(r),
-                 **{f"{t} single-task": f"{v.mean():.2f} ({TASK_METRICS[t][0]})" for t, (_, v) in reference.items()}}
+                 **{f"{t} single-task": f"{v[TASK_METRICS[t][0]].mean():.2f} ({TASK_METRICS[t][0]})"
+                    for t, (_, v) in reference.items()}}
                 for _, r in dm.iterrows()]
         out += [pd.DataFrame(rows).to_markdown(index=False), delta_m_note(reference, name, dm)]
     return ["## Multi-task against single-task baselines (Δm)", *out] if out else []

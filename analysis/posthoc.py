@@ -20,6 +20,7 @@ import torch
 from analysis.predict import trial_model
 from analysis.tables import ablation_stats, display_table, stats_footnote
 from core.results import ExperimentResults, load_results
+from mtl.data.describe import dataset_info
 from mtl.data.loading import build_data, make_loader
 from mtl.engine import Runtime, evaluate
 
@@ -45,7 +46,7 @@ def evaluate_trials(res: ExperimentResults, settings: list[str], split: str = "v
         cfg, model = loaded
         data = build_data(cfg.replace(in_memory=False), with_test=split == "test")
         loader = make_loader(data.test if split == "test" else data.val, cfg.val_batch_size, cfg.seed, False, 0)
-        rt = Runtime(torch.device("cpu"), data.unit)
+        rt = Runtime(torch.device("cpu"), data.unit, info=dataset_info(cfg.data))
         for tta in settings:
             metrics = evaluate(model, loader, rt, tta)
             rows.append({"trial_id": trial["trial_id"], "variant": trial["variant"], "seed": trial["seed"],

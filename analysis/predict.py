@@ -9,6 +9,7 @@ from ray.tune import Checkpoint
 from core.results import ExperimentResults
 from mtl.checkpoint import best_weights, load_checkpoint
 from mtl.config import TrialConfig
+from mtl.data.describe import dataset_info
 from mtl.data.labels import colorize
 from mtl.data.loading import build_data
 from mtl.data.preview import colorize_depth
@@ -72,7 +73,7 @@ def best_trial_predictions(res: ExperimentResults, variant: str, images: int = 2
         return []
     cfg, model = loaded
     data = build_data(cfg)
-    rt = Runtime(torch.device("cpu"), data.unit)
+    rt = Runtime(torch.device("cpu"), data.unit, info=dataset_info(cfg.data))
     panels = []
     for i in range(min(images, len(data.val))):
         sample = data.val[i]

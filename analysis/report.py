@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from analysis import plots
-from analysis.delta_m import TASK_METRICS, delta_m, delta_m_note, delta_m_text, single_task_reference
+from analysis.delta_m import delta_m, delta_m_note, delta_m_text, missing_tasks, single_task_reference
 from analysis.search_plots import search_section
 from analysis.tables import (
     DEFAULT_COLUMNS,
@@ -50,10 +50,10 @@ TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg
 
 def delta_m_for(res: ExperimentResults) -> tuple[pd.DataFrame, str | None]:
     """Δm % per multi-task variant, against the experiment's own single-task rows or those of the reference
-    experiment named by `report: {single_task: DIR}`; (empty, None) when neither has both tasks."""
+    experiment named by `report: {single_task: DIR}`; (empty, None) when neither has every task."""
     reference, source, ref_frame = single_task_reference(res.frame), "this experiment", res.frame
     target = res.record.spec["report"].get("single_task")
-    if set(reference) != set(TASK_METRICS) and target:
+    if missing_tasks(res.frame, reference) and target:
         try:  # its saved results suffice (a docs/findings/ copy too)
             ref_frame = read_saved(target).frame
             reference, source = single_task_reference(ref_frame), target

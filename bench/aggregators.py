@@ -26,7 +26,7 @@ import torch
 from mtl.aggregation import METHODS, PAPERS
 from mtl.config import TrialConfig
 from mtl.data.depth_units import DepthUnit
-from mtl.engine import Runtime, train_step
+from mtl.engine import Runtime, random_targets, train_step
 from mtl.losses import TaskWeighting
 from mtl.models import build_model
 from mtl.optim import build_optimizer
@@ -45,11 +45,11 @@ def _stepper(method: str, architecture: str, profile: str):
     opt = build_optimizer(cfg, model, weighting)
     rt = Runtime(torch.device("cpu"), DepthUnit("standardized", 50.0, 50.0))
     b, (h, w) = cfg.batch_size, cfg.crop
-    x, s, d = torch.randn(b, 3, h, w), torch.randint(0, 19, (b, h, w)), torch.randn(b, 1, h, w)
+    x, targets = torch.randn(b, 3, h, w), random_targets(cfg.tasks, b, h, w, torch.device("cpu"))
 
     def step() -> None:
         model.train()
-        train_step(model, x, s, d, opt, weighting, rt)
+        train_step(model, x, targets, opt, weighting, rt)
 
     step()  # warm-up: first-call allocations, the solver's set-up
     return step

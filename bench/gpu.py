@@ -71,7 +71,7 @@ def training_step(cfg: TrialConfig, device: torch.device):
     def step():
         with rt.autocast():
             out = net(x)
-            loss = weighting(task_losses(out, semseg, depth, "l2", rt.unit))
+            loss = weighting(task_losses(out, {"semseg": semseg, "depth": depth}, "l2", rt.unit))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

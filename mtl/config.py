@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtl.aggregation import METHODS, OPTION_KEYS, build_aggregator
+from mtl.tasks import COURSE_TASKS, canonical_tasks
 
 SE_PLACES = ("encoder", "aspp", "decoder")
 DILATIONS = ((False, False, False), (False, False, True), (False, True, True))
@@ -50,11 +51,13 @@ class TrialConfig(BaseModel):
     batch_size: int = Field(4, ge=1)
     val_batch_size: int = Field(8, ge=1)
     epochs: int = Field(16, ge=1)
-    # both tasks, or one: a single-task model drops the other task's head (and its branch), as the field's
-    # single-task baselines do (Maninis et al. 2019; Vandenhende et al. 2021), rather than zeroing its loss
-    tasks: tuple[Literal["semseg", "depth"], ...] = ("semseg", "depth")
+    # the tasks to learn (mtl/tasks.py): the course's two by default, surface normals as a third, or one alone: a
+    # single-task model drops the other tasks' heads (and branches), as the field's single-task baselines do
+    # (Maninis et al. 2019; Vandenhende et al. 2021), rather than zeroing their losses
+    tasks: tuple[Literal["semseg", "depth", "normals"], ...] = ("semseg", "depth")
     # --- losses -----------------------------------------------------------------------------
-    loss_weights: tuple[float, float] = (0.5, 0.5)  # [semseg, depth]
+    # one weight per task, in the order of `tasks`; default: equal weights (0.5 / 0.5 for the course's two tasks)
+    loss_weights: tuple[float, ...] = (0.5, 0.5)
     # fixed / uncertainty / dwa weight the losses (mtl.losses); the others aggregate the tasks' gradients on the
     # shared part (mtl.aggregation, TorchJD): one backward pass per task. Options: keys named after their method.
     task_weighting: Literal["fixed", "uncertainty", "dwa", "mean", "rlw", "mgda", "pcgrad", "graddrop", "imtl_g",
@@ -115,16 +118,35 @@ class TrialConfig(BaseModel):
     @field_validator("tasks", mode="before")
     @classmethod
     def _tasks(cls, v: Any) -> Any:
-        v = (v,) if isinstance(v, str) else tuple(v)
-        if not v or len(set(v)) != len(v) or not set(v) <= {"semseg", "depth"}:
-            raise ValueError("allowed: [semseg, depth], [semseg] or [depth] (each task once)")
-        return tuple(t for t in ("semseg", "depth") if t in v)  # one order, so equal configs compare equal
+        return canonical_tasks(v)  # one order, so equal configs compare equal
+
+    @model_validator(mode="before")
+    @classmethod
+    def _equal_weights(cls, values: Any) -> Any:
+        # unset loss_weights of three or more tasks: equal weights, as the course's 0.5 / 0.5 is for two
+        if isinstance(values, dict) and "loss_weights" not in values and "tasks" in values:
+            try:
+                n = len(canonical_tasks(values["tasks"]))
+            except (TypeError, ValueError):
+                return values  # the field validator names the problem
+            if n > 2:
+                values = {**values, "loss_weights": (round(1.0 / n, 6),) * n}
+        return values
 
     @model_validator(mode="after")
-    def _single_task(self) -> TrialConfig:
+    def _per_task(self) -> TrialConfig:
         if len(self.tasks) == 1 and self.architecture == "distilled":
             raise ValueError("tasks: a single-task model has no other task to distil from; use architecture "
                              "joint or branched (the same network for one task)")
+        if self.architecture == "distilled" and self.tasks != COURSE_TASKS:
+            raise ValueError(f"architecture distilled gates the features of semseg and depth into each other "
+                             f"(PAD-Net style, two branches); tasks {list(self.tasks)} need joint or branched")
+        # a single-task model trains on its own loss alone: its weights are not used (any one or two are accepted)
+        if len(self.tasks) > 1 and len(self.loss_weights) != len(self.tasks):
+            raise ValueError(f"loss_weights: one weight per task in the order of tasks {list(self.tasks)}; got "
+                             f"{len(self.loss_weights)} ({list(self.loss_weights)})")
+        if any(w < 0 for w in self.loss_weights) or not sum(self.loss_weights) > 0:
+            raise ValueError(f"loss_weights: weights are >= 0 and not all 0; got {list(self.loss_weights)}")
         return self
 
     @model_validator(mode="after")
@@ -145,9 +167,9 @@ class TrialConfig(BaseModel):
         if len(self.tasks) < 2:
             raise ValueError(f"task_weighting {method} aggregates the gradients of two or more tasks; "
                              "a single-task model trains on its own loss (task_weighting fixed)")
-        if tuple(self.loss_weights) != (0.5, 0.5):
+        if len(set(self.loss_weights)) > 1:
             raise ValueError(f"loss_weights: task_weighting {method} sets how the tasks combine itself; "
-                             "loss_weights apply to fixed and dwa (leave them at [0.5, 0.5])")
+                             "loss_weights apply to fixed and dwa (leave them equal, the default)")
         # with `compile`, evaluation runs the compiled model; the aggregated training step calls the model's
         # parts (shared_features, heads), which run eagerly through the compiled wrapper
         if self.amp == "fp16":

@@ -14,8 +14,10 @@ from torchjd.autojac import jac_to_grad, mtl_backward
 
 from mtl.aggregation import GradNorm
 from mtl.data.depth_units import DepthUnit
-from mtl.losses import TASKS, TaskWeighting, task_losses
-from mtl.metrics import ConfusionMatrix, DepthMetrics, multitask_score, multitask_unclipped
+from mtl.data.describe import COURSE, DatasetInfo
+from mtl.losses import TaskWeighting, task_losses
+from mtl.metrics import ConfusionMatrix, DepthMetrics, NormalsMetrics, multitask_score, multitask_unclipped
+from mtl.tasks import COURSE_TASKS, TASKS
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 
@@ -26,7 +28,8 @@ class Diverged(RuntimeError):
 
 @dataclass
 class Runtime:
-    """How tensors are placed and computed: device, mixed precision, memory format, depth unit."""
+    """How tensors are placed and computed: device, mixed precision, memory format, depth unit, and the dataset's
+    classes and depth range (what the metrics need)."""
 
     device: torch.device
     unit: DepthUnit
@@ -34,18 +37,24 @@ class Runtime:
     amp_dtype: torch.dtype | None = None
     scaler: torch.amp.GradScaler | None = None
     channels_last: bool = False
+    info: DatasetInfo = COURSE
 
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def inputs(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """rgb (B, 3, H, W) and the targets on the device: semseg (B, H, W), depth (B, 1, H, W) in metres and, where
+        the batch has them, normals (B, 3, H, W)."""
         rgb = batch["rgb"].to(self.device, non_blocking=True)
         if self.channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
-        semseg = batch["semseg"].to(self.device, non_blocking=True)
-        return rgb, semseg, batch["depth"].to(self.device, non_blocking=True)
+        return rgb, {t: batch[t].to(self.device, non_blocking=True) for t in TASKS if t in batch}
+
+    def encoded(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The training targets: depth in the network's unit."""
+        return {**targets, "depth": self.unit.encode(targets["depth"])} if "depth" in targets else targets
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -55,7 +64,7 @@ class Runtime:
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, weighting: TaskWeighting,
                     rt: Runtime) -> dict[str, float]:
     model.train()
-    task_sums = torch.zeros(len(TASKS), dtype=torch.float64, device=rt.device)  # semseg, depth: read once per epoch
+    task_sums = torch.zeros(len(TASKS), dtype=torch.float64, device=rt.device)  # per task: read once per epoch
     zero = torch.zeros((), device=rt.device)
     total_sum = 0.0
     steps = images = 0
@@ -68,8 +77,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         waited += time.perf_counter() - tick
         if batch is None:
             break
-        rgb, semseg, depth_m = rt.inputs(batch)
-        value, losses = train_step(model, rgb, semseg, rt.unit.encode(depth_m), optimizer, weighting, rt)
+        rgb, targets = rt.inputs(batch)
+        value, losses = train_step(model, rgb, rt.encoded(targets), optimizer, weighting, rt)
         if not math.isfinite(value):
             raise Diverged(f"loss became {value} at step {steps + 1}")
         total_sum += value
@@ -78,26 +87,29 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         images += rgb.shape[0]
     rt.sync()
     seconds = time.perf_counter() - start
-    mean = [m if t in weighting.tasks else float("nan") for t, m in zip(TASKS, (task_sums / max(steps, 1)).tolist(),
-                                                                         strict=True)]  # NaN: a task not trained
-    return {"train_loss": total_sum / max(steps, 1), "train_semseg_loss": mean[0], "train_depth_loss": mean[1],
+    mean = dict(zip(TASKS, (task_sums / max(steps, 1)).tolist(), strict=True))
+    # the course's two tasks always have a column (NaN: not trained); another task where it is trained
+    shown = [t for t in TASKS if t in COURSE_TASKS or t in weighting.tasks]
+    return {"train_loss": total_sum / max(steps, 1),
+            **{f"train_{t}_loss": mean[t] if t in weighting.tasks else float("nan") for t in shown},
             "train_img_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "train_data_seconds": waited,
             "train_step_ms": 1000 * (seconds - waited) / max(steps, 1)}  # forward, backward(s), optimiser
 
 
-def train_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, target: torch.Tensor,
+def train_step(model: nn.Module, rgb: torch.Tensor, targets: dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, weighting: TaskWeighting, rt: Runtime
                ) -> tuple[float, dict[str, torch.Tensor]]:
     """One optimiser step; returns the total loss (the step is skipped when it is not finite) and the task losses.
-    rgb (B, 3, H, W), semseg (B, H, W), target (B, 1, H, W) in the depth unit with NaN where invalid."""
+    rgb (B, 3, H, W); targets: semseg (B, H, W), depth (B, 1, H, W) in the depth unit with NaN where invalid,
+    normals (B, 3, H, W)."""
     if weighting.aggregator is not None:
-        return _aggregated_step(model, rgb, semseg, target, optimizer, weighting, rt)
+        return _aggregated_step(model, rgb, targets, optimizer, weighting, rt)
     with rt.autocast():
         out = model(rgb)
-    losses = task_losses(out, semseg, target, rt.depth_loss, rt.unit)
+    losses = task_losses(out, targets, rt.depth_loss, rt.unit)
     total = weighting(losses)
-    if "semseg_aux" in out:  # distillation: the initial predictions are supervised too
-        total = total + weighting(task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux"))
+    if any(k.endswith("_aux") for k in out):  # deep supervision: the initial predictions are supervised too
+        total = total + weighting(task_losses(out, targets, rt.depth_loss, rt.unit, suffix="_aux"))
     value = total.item()  # the one host sync per step: a NaN must stop the run before it spreads
     if not math.isfinite(value):
         return value, losses
@@ -112,7 +124,7 @@ def train_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, target
     return value, losses
 
 
-def _aggregated_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, target: torch.Tensor,
+def _aggregated_step(model: nn.Module, rgb: torch.Tensor, targets: dict[str, torch.Tensor],
                      optimizer: torch.optim.Optimizer, weighting: TaskWeighting, rt: Runtime
                      ) -> tuple[float, dict[str, torch.Tensor]]:
     """The Jacobian of the task losses at the shared features, backpropagated to the shared parameters (one row
@@ -120,10 +132,10 @@ def _aggregated_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, 
     with rt.autocast():
         features = model.shared_features(rgb)
         out = model.heads(features, rgb.shape[-2:], per_task=True)
-    losses = task_losses(out, semseg, target, rt.depth_loss, rt.unit)
+    losses = task_losses(out, targets, rt.depth_loss, rt.unit)
     per_task = dict(losses)
-    if "semseg_aux" in out:  # distillation: a task's initial prediction is part of its loss
-        aux = task_losses(out, semseg, target, rt.depth_loss, rt.unit, suffix="_aux")
+    if any(k.endswith("_aux") for k in out):  # deep supervision: a task's initial prediction is part of its loss
+        aux = task_losses(out, targets, rt.depth_loss, rt.unit, suffix="_aux")
         per_task = {t: per_task[t] + aux[t] for t in per_task}
     rows = [per_task[t] for t in weighting.tasks]
     value = weighting(per_task).item()
@@ -141,58 +153,77 @@ def _aggregated_step(model: nn.Module, rgb: torch.Tensor, semseg: torch.Tensor, 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off"
-            ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Class probabilities (B, 19, H, W) and depth in metres (B, 1, H, W) - None for a task a single-task
-    model lacks; TTA averages both over horizontal flips (`flip`) and also scales 0.75 / 1 / 1.25 (`multiscale`)."""
+def predict_tasks(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off") -> dict[str, torch.Tensor]:
+    """Per task the model predicts: class probabilities (B, C, H, W), depth in metres (B, 1, H, W), unit normals
+    (B, 3, H, W). TTA averages over horizontal flips (`flip`) and also scales 0.75 / 1 / 1.25 (`multiscale`)."""
     size = rgb.shape[-2:]
     scales = TTA_SCALES if tta == "multiscale" else (1.0,)
     flips = (False, True) if tta in ("flip", "multiscale") else (False,)
-    probs = depth = 0.0
+    sums: dict[str, torch.Tensor] = {}
     for s in scales:
         x = rgb if s == 1.0 else F.interpolate(rgb, scale_factor=s, mode="bilinear", align_corners=False)
         for flip in flips:
             with rt.autocast():
                 out = model(x.flip(-1) if flip else x)
-            p = out["semseg"].float().softmax(1) if "semseg" in out else None
-            d = rt.unit.decode(out["depth"].float()) if "depth" in out else None
-            probs, depth = probs + _restore(p, flip, s, size), depth + _restore(d, flip, s, size)
+            views = {"semseg": lambda o: o.float().softmax(1), "depth": lambda o: rt.unit.decode(o.float()),
+                     "normals": lambda o: F.normalize(o.float(), dim=1)}
+            for task, view in views.items():
+                if task in out:
+                    restored = _restore(view(out[task]), flip, s, size, mirror=task == "normals")
+                    sums[task] = sums[task] + restored if task in sums else restored
     n = len(scales) * len(flips)
-    return (probs / n if "semseg" in out else None), (depth / n if "depth" in out else None)
+    out = {t: v / n for t, v in sums.items()}
+    if "normals" in out:
+        out["normals"] = F.normalize(out["normals"], dim=1)
+    return out
 
 
-def _restore(t: torch.Tensor | None, flip: bool, scale: float, size) -> torch.Tensor | float:
-    """A TTA view's prediction back to the input's orientation and size (0 for a task the model lacks)."""
-    if t is None:
-        return 0.0
-    t = t.flip(-1) if flip else t
+def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off"
+            ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The course's two tasks of `predict_tasks`: probabilities and metres, None for a task the model lacks."""
+    out = predict_tasks(model, rgb, rt, tta)
+    return out.get("semseg"), out.get("depth")
+
+
+def _restore(t: torch.Tensor, flip: bool, scale: float, size, mirror: bool = False) -> torch.Tensor:
+    """A TTA view's prediction back to the input's orientation and size; `mirror`: a flipped normal's x turns."""
+    if flip:
+        t = t.flip(-1)
+        if mirror:
+            t = t * torch.tensor([-1.0, 1.0, 1.0], device=t.device).view(1, 3, 1, 1)
     return t if scale == 1.0 else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
 
 def model_tasks(model: nn.Module) -> tuple[str, ...]:
     """The tasks a model predicts (through torch.compile's wrapper too)."""
-    return tuple(getattr(getattr(model, "_orig_mod", model), "tasks", TASKS))
+    return tuple(getattr(getattr(model, "_orig_mod", model), "tasks", COURSE_TASKS))
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, rt: Runtime, tta: str = "off") -> dict[str, float]:
     """mIoU from one confusion matrix over the split, depth metrics, multitask score, per-class IoU."""
     model.eval()
-    conf, depth_metrics = ConfusionMatrix(), DepthMetrics()
-    images = 0
+    conf = ConfusionMatrix(rt.info.num_classes, names=rt.info.classes)
+    depth_metrics, normals_metrics = DepthMetrics(rt.info.depth_range), NormalsMetrics()
+    images, seen = 0, set()
     start = time.perf_counter()
     for batch in loader:
-        rgb, semseg, depth_m = rt.inputs(batch)
-        probs, depth = predict(model, rgb, rt, tta)
-        if probs is not None:
-            conf.update(probs.argmax(1), semseg)
-        if depth is not None:
-            depth_metrics.update(depth, depth_m)
+        rgb, targets = rt.inputs(batch)
+        pred = predict_tasks(model, rgb, rt, tta)
+        seen |= set(pred)
+        if "semseg" in pred:
+            conf.update(pred["semseg"].argmax(1), targets["semseg"])
+        if "depth" in pred:
+            depth_metrics.update(pred["depth"], targets["depth"])
+        if "normals" in pred:
+            normals_metrics.update(pred["normals"], targets["normals"])
         images += rgb.shape[0]
     rt.sync()
     seconds = time.perf_counter() - start
-    tasks = model_tasks(model)
+    tasks = tuple(t for t in TASKS if t in seen) or model_tasks(model)  # what the model predicted
     metrics = {"semseg_miou": conf.miou() if "semseg" in tasks else float("nan"), **depth_metrics.compute()}
+    if "normals" in tasks:
+        metrics.update(normals_metrics.compute())
     if "depth" not in tasks:  # a semseg-only model: no depth metric exists (not 0)
         metrics.update({k: float("nan") for k in metrics if k.startswith("depth_")})
     metrics["multitask"] = multitask_score(metrics["semseg_miou"], metrics["depth_silog"])
@@ -226,3 +257,12 @@ class Timings:
                    time_other_s=round(max(wall - sum(parts.values()), 0.0), 3),
                    time_in_steps=round((self.train + self.eval) / max(wall, 1e-9), 4))
         return out
+
+
+def random_targets(tasks: tuple[str, ...], b: int, h: int, w: int, device: torch.device,
+                   num_classes: int = 19) -> dict[str, torch.Tensor]:
+    """Targets of the right shapes for timing or checking a step without data (the dry run, benchmarks)."""
+    out = {"semseg": torch.randint(0, num_classes, (b, h, w), device=device),
+           "depth": torch.randn(b, 1, h, w, device=device),
+           "normals": F.normalize(torch.randn(b, 3, h, w, device=device), dim=1)}
+    return {t: out[t] for t in tasks}

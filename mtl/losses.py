@@ -1,7 +1,8 @@
 """Task losses and task weighting.
 
 Depth losses are computed in the network's depth unit (except SI-log, which needs metres) and
-masked to valid ground truth (finite target). Task weighting turns per-task losses into the total.
+masked to valid ground truth (finite target); the normals loss is 1 - cosine over valid pixels. Task weighting
+turns per-task losses into the total.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from torch import nn
 from mtl.aggregation import METHODS, build_aggregator
 from mtl.data.depth_units import DepthUnit
 from mtl.data.labels import IGNORE_INDEX
-
-TASKS = ("semseg", "depth")
+from mtl.tasks import COURSE_TASKS, TASKS
 
 
 def semseg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -43,6 +43,17 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, unit: DepthU
     raise ValueError(f"depth_loss must be one of l2, l1, berhu, silog; got {kind!r}")
 
 
+def normals_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between the unit-length prediction and the target: pred (B, 3, H, W) unnormalised, target
+    (B, 3, H, W) unit vectors with NaN where invalid."""
+    pred = F.normalize(pred.float(), dim=1)
+    valid = torch.isfinite(target).all(1)  # (B, H, W)
+    if not valid.any():
+        return pred.sum() * 0.0
+    cos = (pred * torch.nan_to_num(target)).sum(1)[valid]
+    return (1.0 - cos).mean()
+
+
 def _silog(pred, target, valid, unit: DepthUnit | None, lam: float) -> torch.Tensor:
     """Scale-invariant log loss (Eigen et al.): per image sqrt(mean(d^2) - lam * mean(d)^2), d in log metres."""
     if unit is None:
@@ -66,8 +77,8 @@ class TaskWeighting(nn.Module):
     sum (what the trainer logs) and the engine combines the tasks' gradients instead; `current_weights` gives the
     mean of the weights the aggregator chose this epoch (NaN for one that does not weight the rows)."""
 
-    def __init__(self, mode: str, weights: tuple[float, float], temperature: float = 2.0,
-                 tasks: tuple[str, ...] = TASKS, options: dict[str, float | None] | None = None) -> None:
+    def __init__(self, mode: str, weights: tuple[float, ...], temperature: float = 2.0,
+                 tasks: tuple[str, ...] = COURSE_TASKS, options: dict[str, float | None] | None = None) -> None:
         super().__init__()
         if mode not in ("fixed", "uncertainty", "dwa", *METHODS):
             raise ValueError(f"task_weighting must be fixed, uncertainty, dwa or one of {', '.join(METHODS)}; "
@@ -75,8 +86,11 @@ class TaskWeighting(nn.Module):
         self.mode, self.temperature, self.tasks = mode, temperature, tuple(tasks)
         self.aggregator = build_aggregator(mode, len(self.tasks), options or {}) if mode in METHODS else None
         self.register_buffer("chosen", torch.zeros(len(self.tasks) + 1))  # this epoch: sum of chosen weights, count
-        # a single-task model trains on its own loss alone (weight 1), as single-task baselines do
-        chosen = [w for t, w in zip(TASKS, weights, strict=True) if t in self.tasks] if len(self.tasks) > 1 else [1.0]
+        # one weight per task, in the order of `tasks`; a single-task model trains on its own loss alone (weight 1),
+        # as single-task baselines do
+        chosen = list(weights) if len(self.tasks) > 1 else [1.0]
+        if len(chosen) != len(self.tasks):
+            raise ValueError(f"loss weights: one per task of {list(self.tasks)}, got {list(weights)}")
         self.register_buffer("weights", torch.tensor(chosen, dtype=torch.float32))
         self.register_buffer("history", torch.zeros(0, len(self.tasks)))  # mean losses per finished epoch
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks))) if mode == "uncertainty" else None
@@ -119,12 +133,19 @@ class TaskWeighting(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def task_losses(out: dict[str, torch.Tensor], semseg: torch.Tensor, depth_target: torch.Tensor,
-                depth_kind: str, unit: DepthUnit, suffix: str = "") -> dict[str, torch.Tensor]:
-    """The loss of every task the model predicts (a single-task model has one)."""
+def task_losses(out: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], depth_kind: str, unit: DepthUnit,
+                suffix: str = "") -> dict[str, torch.Tensor]:
+    """The loss of every task the model predicts (a single-task model has one). `targets`: semseg (B, H, W),
+    depth (B, 1, H, W) in the depth unit, normals (B, 3, H, W)."""
     losses = {}
-    if "semseg" + suffix in out:
-        losses["semseg"] = semseg_loss(out["semseg" + suffix], semseg)
-    if "depth" + suffix in out:
-        losses["depth"] = depth_loss(out["depth" + suffix], depth_target, depth_kind, unit)
+    for task in TASKS:
+        pred = out.get(task + suffix)
+        if pred is None:
+            continue
+        if task == "semseg":
+            losses[task] = semseg_loss(pred, targets["semseg"])
+        elif task == "depth":
+            losses[task] = depth_loss(pred, targets["depth"], depth_kind, unit)
+        else:
+            losses[task] = normals_loss(pred, targets["normals"])
     return losses

@@ -30,6 +30,7 @@ from mtl.aggregation import METHODS
 from mtl.checkpoint import BEST_WEIGHTS, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import open_dataset
+from mtl.data.describe import dataset_info
 from mtl.data.loading import build_data, make_loaders
 from mtl.data.transforms import JointTransform
 from mtl.engine import Diverged, Runtime, Timings, evaluate, train_one_epoch
@@ -38,6 +39,7 @@ from mtl.losses import TaskWeighting
 from mtl.models import build_model, count_parameters
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.profiles import PROFILE_NAMES, PROFILES, resolve_profile
+from mtl.tasks import COURSE_TASKS
 
 Report = Callable[[dict[str, Any], str | None], None]
 log = logging.getLogger("mtl.train")
@@ -60,7 +62,7 @@ def make_runtime(cfg: TrialConfig, device: torch.device, unit) -> Runtime:
         # (TorchJD's Jacobian), so it trains in full precision there instead
         amp = None if cfg.task_weighting in METHODS else torch.float16
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    return Runtime(device, unit, cfg.depth_loss, amp, scaler, cfg.channels_last)
+    return Runtime(device, unit, cfg.depth_loss, amp, scaler, cfg.channels_last, dataset_info(cfg.data))
 
 
 def _seed(cfg: TrialConfig, device: torch.device) -> None:
@@ -147,7 +149,7 @@ class _Run:
         train = train_one_epoch(self.net, self.train_loader, self.optimizer, self.weighting, self.rt)
         # the weights this epoch trained with (0 for a task a single-task model does not have)
         weights = dict(zip(self.weighting.tasks, self.weighting.current_weights().tolist(), strict=True))
-        self.weighting.end_epoch({"semseg": train["train_semseg_loss"], "depth": train["train_depth_loss"]})
+        self.weighting.end_epoch({t: train[f"train_{t}_loss"] for t in self.weighting.tasks})
         self.scheduler.step()
         val = evaluate(self.net, self.val_loader, self.rt, cfg.tta)
         self.times.add(train["train_seconds"] - train["train_data_seconds"], train["train_data_seconds"],
@@ -157,8 +159,9 @@ class _Run:
             self.best = {"best_multitask": val["multitask"], "best_epoch": self.epoch,
                          "best_score": selection_score(val, cfg.tasks)}
             self.best_weights = _cpu_copy(self.model.state_dict())
-        return {"epoch": self.epoch, **train, **val, "lr": lr, "w_semseg": weights.get("semseg", 0.0),
-                "w_depth": weights.get("depth", 0.0),
+        # the course's two weights always have a column (0: no such task); another task's where it is trained
+        shown = {t: weights.get(t, 0.0) for t in ("semseg", "depth", *(t for t in weights if t not in COURSE_TASKS))}
+        return {"epoch": self.epoch, **train, **val, "lr": lr, **{f"w_{t}": w for t, w in shown.items()},
                 "epoch_seconds": time.perf_counter() - start, "peak_memory_mb": _peak_memory_mb(self.device),
                 "parameters": self.parameters, **self.best,
                 "status": "completed" if self.epoch == cfg.epochs else "running"}
@@ -169,10 +172,17 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def selection_score(val: dict[str, float], tasks: tuple[str, ...]) -> float:
-    """What picks the best epoch: multitask for both tasks; mIoU or -SI-log for a single-task model."""
-    if len(tasks) == 2:
+    """What picks the best epoch: multitask for the course's two tasks; mIoU, -SI-log or -mean angle for a
+    single-task model; otherwise the mean over the tasks of each task's headline metric scaled from its worst value
+    (0) to its best (1): mIoU / 100, 1 - SI-log / 100, 1 - mean angle / 90."""
+    if tasks == COURSE_TASKS:
         return val["multitask"]
-    return val["semseg_miou"] if tasks == ("semseg",) else -val["depth_silog"]
+    if len(tasks) == 1:
+        return {"semseg": val["semseg_miou"], "depth": -val["depth_silog"],
+                "normals": -val.get("normals_mean", float("nan"))}[tasks[0]]
+    scaled = {"semseg": val["semseg_miou"] / 100.0, "depth": 1.0 - val["depth_silog"] / 100.0,
+              "normals": 1.0 - val.get("normals_mean", float("nan")) / 90.0}
+    return float(np.mean([scaled[t] for t in tasks]))
 
 
 def _diverged(run: _Run, error: Diverged) -> dict[str, Any]:

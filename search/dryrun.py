@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from mtl.config import TrialConfig
 from mtl.data.depth_units import DepthUnit
-from mtl.engine import Runtime, train_step
+from mtl.engine import Runtime, random_targets, train_step
 from mtl.losses import TaskWeighting
 from mtl.models import build_model
 from mtl.optim import build_optimizer
@@ -96,17 +96,16 @@ def _probe(shape: tuple, steps: int, threads: int | None) -> Probe:
         tick = time.perf_counter()
         model = build_model(cfg).to(device)
         # the row's own method: a gradient-aggregation method's step costs one backward pass per task
-        weighting = TaskWeighting(cfg.task_weighting, (0.5, 0.5), tasks=cfg.tasks).to(device)
+        weighting = TaskWeighting(cfg.task_weighting, cfg.loss_weights, tasks=cfg.tasks).to(device)
         opt = build_optimizer(cfg, model, weighting)
         build_s = time.perf_counter() - tick
         rt = Runtime(device, DepthUnit("standardized", 50.0, 50.0))
         b, (h, w) = cfg.batch_size, cfg.crop
-        x, s, d = torch.randn(b, 3, h, w, device=device), torch.randint(0, 19, (b, h, w), device=device), \
-            torch.randn(b, 1, h, w, device=device)
+        x, targets = torch.randn(b, 3, h, w, device=device), random_targets(cfg.tasks, b, h, w, device)
 
         def step() -> None:
             model.train()
-            train_step(model, x, s, d, opt, weighting, rt)
+            train_step(model, x, targets, opt, weighting, rt)
 
         step_s = _timed(step, steps, rt.sync)
         eh, ew = (max(32, v // 32 * 32) for v in cfg.image_size)  # evaluation: centre crop to a multiple of 32

@@ -32,8 +32,8 @@ def _step(method: str, architecture: str = "joint") -> tuple[float, torch.nn.Mod
     semseg, depth = torch.randint(0, 19, (2, 32, 32)), torch.randn(2, 1, 32, 32)
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
-    value, _ = train_step(model, rgb, semseg, depth, optimizer, weighting, Runtime(torch.device("cpu"),
-                                                                                   DepthUnit("standardized", 50, 50)))
+    value, _ = train_step(model, rgb, {"semseg": semseg, "depth": depth}, optimizer, weighting,
+                          Runtime(torch.device("cpu"), DepthUnit("standardized", 50, 50)))
     moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
     return value, model, weighting, moved
 
@@ -178,6 +178,6 @@ def test_fp16_is_refused_and_compile_trains_the_parts_eagerly():
     optimizer = build_optimizer(cfg, model, weighting)
     compiled = torch.compile(model)  # as mtl.train wraps it; nothing compiles until its forward runs
     rgb, semseg, depth = torch.randn(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32)), torch.randn(2, 1, 32, 32)
-    value, _ = train_step(compiled, rgb, semseg, depth, optimizer, weighting,
+    value, _ = train_step(compiled, rgb, {"semseg": semseg, "depth": depth}, optimizer, weighting,
                           Runtime(torch.device("cpu"), DepthUnit("standardized", 50, 50)))
     assert math.isfinite(value) and all(p.grad is not None for p in model.parameters() if p.requires_grad)

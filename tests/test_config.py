@@ -33,7 +33,7 @@ def test_flat_round_trip_is_plain_values():
     ({"architecture": "cross-stitch"}, r"key 'architecture': Input should be 'joint', 'branched' or 'distilled'"),
     ({"lr": "fast"}, r"key 'lr': Input should be a valid number"),
     ({"lr": -1.0}, r"key 'lr': Input should be greater than 0"),
-    ({"loss_weights": [0.5]}, r"key 'loss_weights.1': Field required"),
+    ({"loss_weights": [0.5]}, r"loss_weights: one weight per task in the order of tasks \['semseg', 'depth'\]; got 1"),
     ({"se": ["encoder", "head"]}, r"key 'se.1': Input should be 'encoder', 'aspp' or 'decoder'"),
     ({"dilation": [True, False, False]}, r"key 'dilation'.*allowed: \[false, false, false\]"),
     ({"depth_loss": "huber"}, r"'l2', 'l1', 'berhu' or 'silog'"),

@@ -9,7 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mtl.data.datasets import CityscapesDataset, DatasetError, MiniscapesDataset, detect_layout, open_dataset
+from mtl.data.datasets import (
+    CityscapesDataset,
+    DatasetError,
+    MiniscapesDataset,
+    RawSample,
+    detect_layout,
+    open_dataset,
+)
 from mtl.data.depth_io import DEPTH_MAX, DEPTH_MIN, depth_to_disparity8, disparity8_to_depth
 from mtl.data.depth_units import DEPTH_UNITS, DepthUnit
 from mtl.data.stats import compute_stats
@@ -146,7 +153,7 @@ def test_cityscapes_layout_maps_labels_and_disparity(tmp_path):
     assert detect_layout(root) == "cityscapes"
     ds = open_dataset(root, "train")
     assert isinstance(ds, CityscapesDataset) and len(ds) == 4
-    rgb, label, depth = ds.read_raw(0)
+    rgb, label, depth, _ = ds.read_raw(0)
     assert rgb.shape == (2, 4, 3)
     assert label.tolist() == [[0, 1, 13, 255], [10, 11, 18, 255]]
     # depth = baseline * fx / ((d - 1) / 256); d = 0 (and d = 1, zero disparity) invalid
@@ -167,27 +174,27 @@ def test_joint_transform_moves_all_three_together():
     t = JointTransform(train=True, crop=(16, 24), scale=(1.0, 1.0), flip=True)
     flipped = 0
     for seed in range(12):
-        s = t(rgb, semseg, depth, seed)
+        s = t(RawSample(rgb, semseg, depth), seed)
         assert s["rgb"].shape == (3, 16, 24) and s["semseg"].shape == (16, 24) and s["depth"].shape == (1, 16, 24)
         col_from_rgb = torch.round(denormalize(s["rgb"])[1] * 255 / 4)  # the column each rgb pixel came from
         assert torch.equal(col_from_rgb.long() % 19, s["semseg"])
         assert torch.allclose(col_from_rgb, s["depth"][0] - 4.0)
         flipped += bool(s["depth"][0, 0, 0] > s["depth"][0, 0, -1])
-        assert torch.equal(s["semseg"], t(rgb, semseg, depth, seed)["semseg"])  # seeded
+        assert torch.equal(s["semseg"], t(RawSample(rgb, semseg, depth), seed)["semseg"])  # seeded
     assert 0 < flipped < 12
 
 
 def test_random_scale_pads_with_ignore_and_nan():
     rgb = np.full((32, 32, 3), 128, np.uint8)
     t = JointTransform(train=True, crop=(32, 32), scale=(0.5, 0.5))
-    s = t(rgb, np.zeros((32, 32), np.uint8), np.full((32, 32), 10.0, np.float32), 0)
+    s = t(RawSample(rgb, np.zeros((32, 32), np.uint8), np.full((32, 32), 10.0, np.float32)), 0)
     assert (s["semseg"] == 255).float().mean() == pytest.approx(0.75)
     assert torch.isnan(s["depth"]).float().mean() == pytest.approx(0.75)
 
 
 def test_eval_crops_to_a_multiple_of_32():
-    s = JointTransform(train=False)(np.zeros((70, 100, 3), np.uint8), np.zeros((70, 100), np.uint8),
-                                     np.ones((70, 100), np.float32), 0)
+    s = JointTransform(train=False)(RawSample(np.zeros((70, 100, 3), np.uint8), np.zeros((70, 100), np.uint8),
+                                               np.ones((70, 100), np.float32)), 0)
     assert s["rgb"].shape == (3, 64, 96)
 
 

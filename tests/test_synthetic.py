@@ -52,7 +52,7 @@ def test_label_and_depth_ranges(tiny_synth):
         labels = np.asarray(Image.open(tiny_synth / "train" / "semseg" / path.name))
         assert np.all(code[labels == CLS["sky"]] == 0)  # sky: invalid, as in Cityscapes
         assert (code > 0).mean() > 0.5  # the scene itself keeps its depth
-    _, label, depth = render_sample(0, "train", 3, 32, 64)
+    _, label, depth, _ = render_sample(0, "train", 3, 32, 64)
     valid = np.isfinite(depth)
     assert depth.dtype == np.float32 and depth[valid].min() >= DEPTH_MIN and depth[valid].max() < DEPTH_MAX
     assert not valid[label == CLS["sky"]].any()
@@ -60,7 +60,7 @@ def test_label_and_depth_ranges(tiny_synth):
 
 @pytest.mark.parametrize("index", range(6))
 def test_sky_is_invalid_and_road_recedes_upwards(index):
-    _, label, depth = render_sample(7, "val", index, 64, 128)
+    _, label, depth, _ = render_sample(7, "val", index, 64, 128)
     assert np.all(np.isnan(depth[label == CLS["sky"]]))
     road = (label == CLS["road"]) & np.isfinite(depth)
     assert road.any()
@@ -82,21 +82,21 @@ def _one_box_scene(car_z: float, building_z: float):
 def test_nearer_objects_occlude_farther_ones():
     scene = _one_box_scene(car_z=10.0, building_z=40.0)
     rays = make_rays(scene.camera, 64, 128)
-    _, label, depth = shade(scene, rays, cast(scene, rays), np.random.default_rng(0))
+    _, label, depth, _ = shade(scene, rays, cast(scene, rays), np.random.default_rng(0))
     # The optical axis (image centre) passes through the car's rear face at z = 10 m.
     assert label[31, 63] == CLS["car"] and depth[31, 63] == pytest.approx(10.0, abs=1e-4)
     # Above the car, the same column sees the building front at z = 40 m.
     assert label[5, 63] == CLS["building"] and depth[5, 63] == pytest.approx(40.0, abs=1e-4)
     # Swap the order: the building now hides the car completely.
     scene = _one_box_scene(car_z=50.0, building_z=20.0)
-    _, label, _ = shade(scene, rays, cast(scene, rays), np.random.default_rng(0))
+    _, label, _, _ = shade(scene, rays, cast(scene, rays), np.random.default_rng(0))
     assert not np.any(label == CLS["car"])
 
 
 def test_all_classes_occur_across_a_few_hundred_images():
     seen = set()
     for index in range(200):
-        _, label, _ = render_sample(0, "train", index, 48, 96)
+        _, label, _, _ = render_sample(0, "train", index, 48, 96)
         seen.update(np.unique(label).tolist())
     assert set(range(NUM_CLASSES)) <= seen
 

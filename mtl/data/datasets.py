@@ -1,7 +1,8 @@
-"""Datasets in the Miniscapes and Cityscapes file layouts.
+"""Datasets in the Miniscapes, Cityscapes and NYUv2 file layouts.
 
-Both yield the same sample: rgb (H, W, 3) uint8, semseg (H, W) uint8 train ids with 255 =
-ignore, depth (H, W) float32 metres with NaN where invalid - then the joint transform turns
+All yield the same sample: rgb (H, W, 3) uint8, semseg (H, W) uint8 class ids with 255 =
+ignore, depth (H, W) float32 metres with NaN where invalid, and, where the dataset has them, surface normals
+(H, W, 3) float32 unit vectors in the camera frame with NaN where invalid - then the joint transform turns
 that into tensors. Every bad-input error names the offending path.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -18,7 +20,12 @@ from torch.utils.data import Dataset
 from mtl.data.depth_io import disparity8_to_depth
 from mtl.data.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 
-RawSample = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+class RawSample(NamedTuple):
+    rgb: np.ndarray  # (H, W, 3) uint8
+    semseg: np.ndarray  # (H, W) uint8 class ids, 255 = ignore
+    depth: np.ndarray  # (H, W) float32 metres, NaN = invalid
+    normals: np.ndarray | None = None  # (H, W, 3) float32 unit vectors (x right, y down, z forward), NaN = invalid
 
 
 class DatasetError(ValueError):
@@ -37,16 +44,32 @@ def _read_png(path: Path, modes: tuple[str, ...]) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable image ({e})") from e
 
 
-def _check_labels(label: np.ndarray, path: Path) -> np.ndarray:
-    bad = (label >= NUM_CLASSES) & (label != IGNORE_INDEX)
+def _check_labels(label: np.ndarray, path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    bad = (label >= num_classes) & (label != IGNORE_INDEX)
     if bad.any():
         values = sorted(set(np.unique(label[bad]).tolist()))[:5]
-        raise DatasetError(f"{path}: label values {values} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}")
+        raise DatasetError(f"{path}: label values {values} outside 0..{num_classes - 1} and {IGNORE_INDEX}")
     return label
 
 
+def decode_normals(code: np.ndarray) -> np.ndarray:
+    """An 8-bit normals PNG (H, W, 3): code 1..255 maps [-1, 1] per axis, (0, 0, 0) is invalid -> float32 unit
+    vectors with NaN where invalid."""
+    n = (code.astype(np.float32) - 1.0) / 127.0 - 1.0
+    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
+    n[(code == 0).all(-1)] = np.nan
+    return n
+
+
+def encode_normals(normals: np.ndarray) -> np.ndarray:
+    """Inverse of `decode_normals` (0.45 degrees at worst): NaN -> (0, 0, 0)."""
+    code = np.clip(np.round((np.nan_to_num(normals) + 1.0) * 127.0 + 1.0), 1, 255).astype(np.uint8)
+    code[~np.isfinite(normals).all(-1)] = 0
+    return code
+
+
 class SampleDataset(Dataset):
-    """A dataset of (rgb, semseg, depth) samples; subclasses implement `read_raw`."""
+    """A dataset of `RawSample`s; subclasses implement `read_raw`."""
 
     def __init__(self, transform: Callable | None) -> None:
         self.transform = transform
@@ -61,10 +84,11 @@ class SampleDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """`key` is an index, or (index, augmentation seed) from `EpochSampler`."""
         index, aug_seed = key if isinstance(key, tuple) else (key, index_seed(key))
-        rgb, semseg, depth = self.read_raw(index)
+        raw = self.read_raw(index)
         if self.transform is None:
-            return {"rgb": rgb, "semseg": semseg, "depth": depth, "index": index}
-        sample = self.transform(rgb, semseg, depth, aug_seed)
+            sample = {k: v for k, v in raw._asdict().items() if v is not None}
+            return {**sample, "index": index}
+        sample = self.transform(raw, aug_seed)
         sample["index"] = index
         return sample
 
@@ -86,10 +110,12 @@ def _missing_twins(names: list[str], folder: Path) -> None:
 
 
 class MiniscapesDataset(SampleDataset):
-    """`{root}/{split}/rgb/{idx}.{png,jpg}` + `semseg/{idx}.png` (P or L) + `depth/{idx}.png` (8-bit disparity)."""
+    """`{root}/{split}/rgb/{idx}.{png,jpg}` + `semseg/{idx}.png` (P or L) + `depth/{idx}.png` (8-bit disparity),
+    and `normals/{idx}.png` (8-bit, `decode_normals`) where the split has that folder (the synthetic data does)."""
 
     def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, num_classes: int = NUM_CLASSES, normals: bool = False) -> None:
+        self.num_classes = num_classes
         super().__init__(transform)
         base = _require_dir(Path(root), "dataset root")
         split_dir = _require_dir(base / split, f"split {split!r}")
@@ -102,6 +128,10 @@ class MiniscapesDataset(SampleDataset):
         for kind in ("semseg", "depth"):
             folder = _require_dir(split_dir / kind, kind)
             _missing_twins([p.name for p in rgbs if not (folder / (p.stem + ".png")).is_file()], folder)
+        self.normals_dir = _require_dir(split_dir / "normals", "normals") if normals else None  # read when asked
+        if self.normals_dir is not None:
+            _missing_twins([p.name for p in rgbs if not (self.normals_dir / (p.stem + ".png")).is_file()],
+                           self.normals_dir)
         self.items = [(p, split_dir / "semseg" / (p.stem + ".png"), split_dir / "depth" / (p.stem + ".png"))
                       for p in rgbs]
         if not self.items:
@@ -110,19 +140,27 @@ class MiniscapesDataset(SampleDataset):
     def read_raw(self, index: int) -> RawSample:
         rgb_path, sem_path, depth_path = self.items[index]
         rgb = _read_png(rgb_path, ("RGB",))
-        semseg = _check_labels(_read_png(sem_path, ("P", "L")), sem_path)
+        semseg = _check_labels(_read_png(sem_path, ("P", "L")), sem_path, self.num_classes)
         code = _read_png(depth_path, ("L",))
         if code.shape != semseg.shape or rgb.shape[:2] != semseg.shape:
             raise DatasetError(f"{rgb_path}: rgb/semseg/depth sizes differ")
-        return rgb, semseg, disparity8_to_depth(code)
+        normals = None
+        if self.normals_dir is not None:
+            path = self.normals_dir / (rgb_path.stem + ".png")
+            normals = decode_normals(_read_png(path, ("RGB",)))
+            if normals.shape[:2] != semseg.shape:
+                raise DatasetError(f"{path}: size {normals.shape[:2]} differs from the labels' {semseg.shape}")
+        return RawSample(rgb, semseg, disparity8_to_depth(code), normals)
 
 
 class CityscapesDataset(SampleDataset):
     """`leftImg8bit/{split}/{city}/*_leftImg8bit.png` + gtFine labelIds + disparity + camera json."""
 
     def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, num_classes: int = NUM_CLASSES, normals: bool = False) -> None:
         super().__init__(transform)
+        if normals:
+            raise DatasetError(f"{root}: the Cityscapes layout has no surface normals")
         base = _require_dir(Path(root), "dataset root")
         img_dir = _require_dir(base / "leftImg8bit" / split, f"leftImg8bit split {split!r}")
         rgbs = sorted(img_dir.glob("*/*_leftImg8bit.png"))
@@ -154,11 +192,11 @@ class CityscapesDataset(SampleDataset):
             raise DatasetError(f"{cam_path}: camera file needs extrinsic.baseline and intrinsic.fx ({e})") from e
         with np.errstate(divide="ignore"):
             depth = np.where(disp > 1, baseline * fx / ((disp - 1.0) / 256.0), np.nan)
-        return rgb, label, depth.astype(np.float32)
+        return RawSample(rgb, label, depth.astype(np.float32))
 
 
 def detect_layout(root: str | Path) -> str:
-    """'miniscapes' or 'cityscapes' from the folders present under `root`."""
+    """'miniscapes', 'cityscapes' or 'nyuv2' from the folders present under `root`."""
     base = Path(root)
     if not base.is_dir():
         raise DatasetError(f"{base}: dataset root not found")
@@ -166,11 +204,22 @@ def detect_layout(root: str | Path) -> str:
         return "cityscapes"
     if any((base / s / "rgb").is_dir() for s in ("train", "val", "test")):
         return "miniscapes"
-    raise DatasetError(f"{base}: neither a Miniscapes layout ({{split}}/rgb, semseg, depth) "
-                       "nor a Cityscapes layout (leftImg8bit/, gtFine/, disparity/, camera/)")
+    if any((base / s / "image").is_dir() for s in ("train", "val", "test")):
+        return "nyuv2"
+    raise DatasetError(f"{base}: neither a Miniscapes layout ({{split}}/rgb, semseg, depth), a Cityscapes layout "
+                       "(leftImg8bit/, gtFine/, disparity/, camera/) nor an NYUv2 layout ({split}/image, label, "
+                       "depth, normal of .npy arrays)")
 
 
 def open_dataset(root: str | Path, split: str, transform: Callable | None = None,
-                 limit: int | None = None) -> SampleDataset:
-    cls = CityscapesDataset if detect_layout(root) == "cityscapes" else MiniscapesDataset
-    return cls(root, split, transform=transform, limit=limit)
+                 limit: int | None = None, normals: bool = False) -> SampleDataset:
+    """The dataset under `root` in its layout, read as its descriptor (mtl_dataset.yaml, mtl.data.describe) says;
+    `normals`: read the surface normals too (a normals task)."""
+    from mtl.data.describe import dataset_info  # the descriptor reads layouts from here
+    from mtl.data.nyuv2 import NYUv2Dataset
+
+    info = dataset_info(str(root))
+    cls = {"cityscapes": CityscapesDataset, "miniscapes": MiniscapesDataset, "nyuv2": NYUv2Dataset}[info.layout]
+    if cls is NYUv2Dataset:
+        return cls(root, split, transform=transform, limit=limit, info=info, normals=normals)
+    return cls(root, split, transform=transform, limit=limit, num_classes=info.num_classes, normals=normals)

@@ -79,7 +79,8 @@ def dataset_root(cfg: TrialConfig, progress: bool = False) -> tuple[Path, dict]:
 
 def decoded_key(cfg: TrialConfig) -> tuple:
     """What identifies a run's decoded splits: trials with the same key can share them."""
-    return (cfg.data, tuple(cfg.image_size), cfg.data_seed, tuple(cfg.counts().items()))
+    key = (cfg.data, tuple(cfg.image_size), cfg.data_seed, tuple(cfg.counts().items()))
+    return (*key, "normals") if "normals" in cfg.tasks else key  # the course's key as it was
 
 
 def use_decoded(cfg: TrialConfig, budget_bytes: float | None = None) -> bool:
@@ -92,14 +93,17 @@ def use_decoded(cfg: TrialConfig, budget_bytes: float | None = None) -> bool:
     counts = cfg.counts()
     if counts["train"] is None or counts["val"] is None:
         return False  # a real dataset of unknown size: the PNG path
-    return estimated_bytes(counts["train"] + counts["val"], tuple(cfg.image_size)) <= budget_bytes
+    return estimated_bytes(counts["train"] + counts["val"], tuple(cfg.image_size), "normals" in cfg.tasks) \
+        <= budget_bytes
 
 
 def decode_splits(cfg: TrialConfig, progress: bool = False) -> dict[str, DecodedSplit]:
     """The train and val splits of this config, decoded once (what the driver shares through Ray)."""
     root, _ = dataset_root(cfg, progress)
     counts = cfg.counts()
-    return {split: decode_split(open_dataset(root, split, limit=counts[split])) for split in ("train", "val")}
+    normals = "normals" in cfg.tasks
+    return {split: decode_split(open_dataset(root, split, limit=counts[split], normals=normals))
+            for split in ("train", "val")}
 
 
 def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False,
@@ -110,13 +114,14 @@ def build_data(cfg: TrialConfig, with_test: bool = False, progress: bool = False
     counts = cfg.counts()
     train_tf = JointTransform(train=True, crop=cfg.crop, scale=tuple(cfg.aug_scale), flip=cfg.aug_flip)
     eval_tf = JointTransform(train=False)
-    train = open_dataset(root, "train", train_tf, limit=counts["train"])
+    normals = "normals" in cfg.tasks
+    train = open_dataset(root, "train", train_tf, limit=counts["train"], normals=normals)
     if len(train) < cfg.batch_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training images")
-    val = open_dataset(root, "val", eval_tf, limit=counts["val"])
+    val = open_dataset(root, "val", eval_tf, limit=counts["val"], normals=normals)
     if decoded is None and use_decoded(cfg):
         decoded = {"train": decode_split(train), "val": decode_split(val)}  # the files just listed, read once
-    test = open_dataset(root, "test", eval_tf, limit=counts["test"]) if with_test else None
+    test = open_dataset(root, "test", eval_tf, limit=counts["test"], normals=normals) if with_test else None
     return RunData(root, stats, DepthUnit.from_stats(cfg.depth_unit, stats), train, val, test, decoded)
 
 

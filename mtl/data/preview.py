@@ -36,7 +36,7 @@ def contact_sheet(root: str, split: str = "train", n: int = 6, gap: int = 4) -> 
     from mtl.data.datasets import open_dataset
 
     ds = open_dataset(root, split)
-    rows = [sample_row(*ds.read_raw(i), gap=gap) for i in range(min(n, len(ds)))]
+    rows = [sample_row(*ds.read_raw(i)[:3], gap=gap) for i in range(min(n, len(ds)))]
     white = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
     return np.concatenate([r for row in rows for r in (row, white)][:-1], axis=0)
 

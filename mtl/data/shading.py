@@ -97,7 +97,8 @@ def _lookup(scene: Scene, pid: np.ndarray, px: np.ndarray) -> np.ndarray:
 
 
 def shade(scene: Scene, rays: Rays, hits: Hits, rng: np.random.Generator):
-    """Returns rgb (H, W, 3) uint8, label (H, W) uint8, depth (H, W) float32 metres."""
+    """Returns rgb (H, W, 3) uint8, label (H, W) uint8, depth (H, W) float32 metres and the surface normals
+    (H, W, 3) float32 in the camera frame (x right, y down, z forward; NaN for the sky)."""
     h, w = rays.height, rays.width
     lt = scene.lighting
     t, pid = hits.t.ravel(), hits.pid.ravel()
@@ -135,4 +136,15 @@ def shade(scene: Scene, rays: Rays, hits: Hits, rng: np.random.Generator):
     # As in Cityscapes, the sky and anything at or beyond the far plane have no valid depth (NaN; code 0 in
     # the disparity PNG): a 300 m sky mass would dominate the depth statistics and the loss.
     depth = np.where(sky | (t >= DEPTH_MAX), np.nan, seen)
-    return rgb.reshape(h, w, 3), label.reshape(h, w), depth.astype(np.float32).reshape(h, w)
+    return (rgb.reshape(h, w, 3), label.reshape(h, w), depth.astype(np.float32).reshape(h, w),
+            camera_normals(scene, n, sky).reshape(h, w, 3))
+
+
+def camera_normals(scene: Scene, n: tuple[np.ndarray, ...], sky: np.ndarray) -> np.ndarray:
+    """World-frame normals (3 arrays of (N,)) -> (N, 3) float32 in the camera frame: a world direction is R @ (u, v,
+    1), so a normal's camera components are R^T n. The sky has none (NaN)."""
+    world = np.stack(n, axis=1)  # (N, 3)
+    world /= np.maximum(np.linalg.norm(world, axis=1, keepdims=True), 1e-12)
+    cam = (world @ np.asarray(scene.camera.rotation, dtype=np.float64)).astype(np.float32)  # rows: n^T R = (R^T n)^T
+    cam[sky] = np.nan
+    return cam

@@ -75,7 +75,8 @@ def compute_stats(root: str, split: str = "train", limit: int | None = None) -> 
     ds = open_dataset(root, split, limit=limit)
     acc = StatsAccumulator()
     for i in range(len(ds)):
-        rgb, _, depth = ds.read_raw(i)
+        raw = ds.read_raw(i)
+        rgb, depth = raw.rgb, raw.depth
         acc.add(rgb, depth)
     return acc.result()
 

@@ -1,4 +1,4 @@
-"""Ray-cast synthetic driving scenes written in the Miniscapes layout.
+"""Ray-cast synthetic driving scenes written in the Miniscapes layout, plus a `normals/` folder of surface normals.
 
     python -m mtl.data.synthetic --root DIR --train N --val N --test N --size HxW --seed S [--workers K]
 
@@ -21,18 +21,21 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mtl.data.datasets import encode_normals
 from mtl.data.depth_io import depth_to_disparity8, disparity8_to_depth
 from mtl.data.raycast import cast, make_rays
 from mtl.data.scene_sampler import sample_scene
 from mtl.data.stats import StatsAccumulator
 
-GENERATOR_VERSION = 2  # 2: sky and far-plane depth invalid (NaN / code 0), as in Cityscapes
+GENERATOR_VERSION = 3  # 2: sky and far-plane depth invalid (NaN / code 0), as in Cityscapes; 3: surface normals
 SPLITS = ("train", "val", "test")
+KINDS = ("rgb", "semseg", "depth", "normals")  # one PNG each: normals as their 8-bit code (encode_normals)
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 
 
 def render_sample(seed: int, split: str, index: int, height: int, width: int):
-    """rgb (H, W, 3) uint8, semseg (H, W) uint8, depth (H, W) float32 metres."""
+    """rgb (H, W, 3) uint8, semseg (H, W) uint8, depth (H, W) float32 metres, normals (H, W, 3) float32 unit vectors
+    in the camera frame (NaN for the sky)."""
     from mtl.data.shading import shade  # local: keeps the import graph acyclic for tests
 
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])  # splits never share scenes
@@ -43,7 +46,7 @@ def render_sample(seed: int, split: str, index: int, height: int, width: int):
 
 def sample_paths(root: Path, split: str, index: int) -> dict[str, Path]:
     name = f"{index:06d}.png"
-    return {kind: root / split / kind / name for kind in ("rgb", "semseg", "depth")}
+    return {kind: root / split / kind / name for kind in KINDS}
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -53,7 +56,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def _read_complete(paths: dict[str, Path], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stored rgb and depth code if all three files are intact PNGs of this size, else None."""
+    """The stored rgb and depth code if all four files are intact PNGs of this size, else None."""
     try:
         arrays = {}
         for kind, path in paths.items():
@@ -73,11 +76,12 @@ def _generate_one(job: tuple[str, int, str, int, int, int]) -> tuple[bool, Stats
     stored = _read_complete(paths, (h, w))
     rendered = stored is None
     if rendered:
-        rgb, semseg, depth = render_sample(seed, split, index, h, w)
+        rgb, semseg, depth, normals = render_sample(seed, split, index, h, w)
         code = depth_to_disparity8(depth)
         _save_png(rgb, paths["rgb"])
         _save_png(semseg, paths["semseg"])
         _save_png(code, paths["depth"])
+        _save_png(encode_normals(normals), paths["normals"])
     else:
         rgb, code = stored
     if split != "train":
@@ -98,7 +102,7 @@ def generate(root: str | os.PathLike, counts: dict[str, int], size: tuple[int, i
     """Write (or complete) a synthetic dataset under `root`; returns the meta.json content."""
     root = Path(root)
     for split in SPLITS:
-        for kind in ("rgb", "semseg", "depth"):
+        for kind in KINDS:
             (root / split / kind).mkdir(parents=True, exist_ok=True)
             for stale in (root / split / kind).glob("*.tmp"):
                 stale.unlink()

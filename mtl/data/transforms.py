@@ -1,8 +1,9 @@
-"""Joint transforms: the same geometry applied to RGB, semantic labels and depth.
+"""Joint transforms: the same geometry applied to RGB, semantic labels, depth and surface normals.
 
 Resizing changes the apparent focal length, not the distance to things, so depth values are
-kept as they are. Labels and depth are resampled with nearest neighbour (no blended classes,
-no NaN bleeding into valid depth).
+kept as they are; nor does it turn surfaces, so normals are kept too. A horizontal flip mirrors the scene: a
+normal's x component changes sign. Labels, depth and normals are resampled with nearest neighbour (no blended
+classes, no NaN bleeding into valid depth).
 """
 
 from __future__ import annotations
@@ -36,7 +37,21 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     return (image * IMAGENET_STD.to(image.device) + IMAGENET_MEAN.to(image.device)).clamp(0, 1)
 
 
+def normals_to_tensor(normals: np.ndarray | None) -> torch.Tensor | None:
+    """(H, W, 3) float -> (3, H, W) float; None stays None (a dataset without normals)."""
+    if normals is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(normals, dtype=np.float32)).permute(2, 0, 1).contiguous()
+
+
+def flip_normals(normals: torch.Tensor) -> torch.Tensor:
+    """Mirror (..., 3, H, W) normals left-right: the image flips and x changes sign."""
+    sign = torch.tensor([-1.0, 1.0, 1.0], device=normals.device).view(3, 1, 1)
+    return normals.flip(-1) * sign
+
+
 def _resize(image, label, depth, size: tuple[int, int]):
+    """depth: (C, H, W) with C = 1, or 1 + 3 with the normals stacked under it (both nearest)."""
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
     depth = F.interpolate(depth[None], size=size, mode="nearest")[0]
@@ -52,6 +67,14 @@ def _pad_to(image, label, depth, size: tuple[int, int]):
             F.pad(depth, pad, value=float("nan")))
 
 
+def _sample(image, label, geometry) -> dict:
+    """The transformed sample: `geometry` is depth (1, H, W) with the normals (3, H, W) under it, if any."""
+    out = {"rgb": normalize(image), "semseg": label, "depth": geometry[:1].contiguous()}
+    if geometry.shape[0] > 1:
+        out["normals"] = geometry[1:].contiguous()
+    return out
+
+
 @dataclass(frozen=True)
 class JointTransform:
     """Training: random scale, random crop, horizontal flip. Evaluation: centre crop to a
@@ -63,13 +86,16 @@ class JointTransform:
     flip: bool = False
     multiple: int = 32
 
-    def __call__(self, rgb: np.ndarray, semseg: np.ndarray, depth: np.ndarray, seed: int) -> dict:
-        image, label, metres = to_tensors(rgb, semseg, depth)
+    def __call__(self, raw, seed: int) -> dict:
+        """`raw`: a RawSample (rgb, semseg, depth, normals or None)."""
+        image, label, metres = to_tensors(raw.rgb, raw.semseg, raw.depth)
+        normals = normals_to_tensor(raw.normals)
+        geometry = metres if normals is None else torch.cat([metres, normals])  # (1 [+ 3], H, W): one resample
         if self.train:
-            image, label, metres = self._augment(image, label, metres, torch.Generator().manual_seed(seed))
+            image, label, geometry = self._augment(image, label, geometry, torch.Generator().manual_seed(seed))
         else:
-            image, label, metres = self._centre_crop(image, label, metres)
-        return {"rgb": normalize(image), "semseg": label, "depth": metres}
+            image, label, geometry = self._centre_crop(image, label, geometry)
+        return _sample(image, label, geometry)
 
     def _augment(self, image, label, depth, g: torch.Generator):
         h, w = image.shape[1:]
@@ -85,7 +111,8 @@ class JointTransform:
         rows, cols = slice(top, top + crop[0]), slice(left, left + crop[1])
         image, label, depth = image[:, rows, cols], label[rows, cols], depth[:, rows, cols]
         if self.flip and torch.rand((), generator=g).item() < 0.5:
-            image, label, depth = image.flip(-1), label.flip(-1), depth.flip(-1)
+            image, label = image.flip(-1), label.flip(-1)
+            depth = torch.cat([depth[:1].flip(-1), flip_normals(depth[1:])]) if depth.shape[0] > 1 else depth.flip(-1)
         return image.contiguous(), label.contiguous(), depth.contiguous()
 
     def _centre_crop(self, image, label, depth):

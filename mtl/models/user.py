@@ -3,10 +3,11 @@ file, imported under its package name when it sits in one) names a function that
 and returns an `nn.Module`.
 
 The module maps rgb (B, 3, H, W) to a dict with one entry per task of `cfg.tasks`, at input resolution:
-"semseg": (B, NUM_CLASSES, H, W) logits and "depth": (B, 1, H, W) in the config's depth unit (the trainer
-converts, as it does for the built-in models). While training it may add "<task>_aux" outputs (deep supervision:
-they get the task's loss too). The gradient-aggregation task weightings (MGDA, PCGrad, ...) take the Jacobian at
-the shared part, so they also need `shared_features(rgb) -> tuple of tensors`, `heads(features, size,
+"semseg": (B, C, H, W) logits for the dataset's C classes (19 for the course; `mtl.data.describe.dataset_info(
+cfg.data).num_classes`), "depth": (B, 1, H, W) in the config's depth unit (the trainer converts, as it does for
+the built-in models) and "normals": (B, 3, H, W) (normalised by the trainer). While training it may add
+"<task>_aux" outputs (deep supervision: they get the task's loss too). The gradient-aggregation task weightings
+(MGDA, PCGrad, ...) take the Jacobian at the shared part, so they also need `shared_features(rgb) -> tuple of tensors`, `heads(features, size,
 per_task=False) -> dict` and `shared_parameters() -> list` (see mtl/models/architectures.py); loss weightings
 (fixed, uncertainty, DWA) work with any module. `check_model` runs the function on a dummy batch before Ray
 starts and names what is wrong in one line.
@@ -63,8 +64,10 @@ def build_user_model(cfg: TrialConfig) -> nn.Module:
     return model
 
 
-def expected_channels(task: str) -> int:
-    return NUM_CLASSES if task == "semseg" else 1
+def expected_channels(task: str, num_classes: int = NUM_CLASSES) -> int:
+    from mtl.models.architectures import task_channels
+
+    return task_channels(task, num_classes)
 
 
 def check_model(cfg: TrialConfig, batch: int = 2) -> None:
@@ -87,8 +90,11 @@ def check_model(cfg: TrialConfig, batch: int = 2) -> None:
     if set(cfg.tasks) - set(out) or set(out) - allowed:
         raise ConfigError(f"model: {cfg.model!r}: forward returned keys {sorted(out)}; expected {list(cfg.tasks)} "
                           "(plus '<task>_aux' while training)")
+    from mtl.data.describe import dataset_info
+
+    classes = dataset_info(cfg.data).num_classes
     for task in cfg.tasks:
-        want = (batch, expected_channels(task), h, w)
+        want = (batch, expected_channels(task, classes), h, w)
         if tuple(out[task].shape) != want:
             raise ConfigError(f"model: {cfg.model!r}: output {task!r} has shape {tuple(out[task].shape)}; expected "
                               f"{want} (B, C, H, W at input resolution)")
