@@ -1,16 +1,16 @@
-"""Your own model: `model: mylab.nets:build` (a module on the Python path) or `model: path/to/nets.py:build` (a
-file, imported under its package name when it sits in one) names a function that takes the resolved TrialConfig
-and returns an `nn.Module`.
+"""Your own model: `model: mylab.nets:build` (a module on the Python path) or `model: path/to/nets.py:build` (a file,
+imported under its package name when it sits in one) names a function that takes the resolved TrialConfig and
+returns an `nn.Module`.
 
-The module maps rgb (B, 3, H, W) to a dict with one entry per task of `cfg.tasks`, at input resolution:
-"semseg": (B, C, H, W) logits for the dataset's C classes (19 for the course; `mtl.data.describe.dataset_info(
-cfg.data).num_classes`), "depth": (B, 1, H, W) in the config's depth unit (the trainer converts, as it does for
-the built-in models) and "normals": (B, 3, H, W) (normalised by the trainer). While training it may add
-"<task>_aux" outputs (deep supervision: they get the task's loss too). The gradient-aggregation task weightings
-(MGDA, PCGrad, ...) take the Jacobian at the shared part, so they also need `shared_features(rgb) -> tuple of tensors`, `heads(features, size,
-per_task=False) -> dict` and `shared_parameters() -> list` (see mtl/models/architectures.py); loss weightings
-(fixed, uncertainty, DWA) work with any module. `check_model` runs the function on a dummy batch before Ray
-starts and names what is wrong in one line.
+The module maps rgb (B, 3, H, W) to a dict with one entry per task of `cfg.tasks`, at input resolution: "semseg":
+(B, C, H, W) logits for the dataset's C classes (19 for the course; `mtl.data.describe.dataset_info(
+cfg.data).num_classes`), "depth": (B, 1, H, W) in the config's depth unit (the trainer converts, as it does for the
+built-in models) and "normals": (B, 3, H, W) (normalised by the trainer). While training it may add "<task>_aux"
+outputs (deep supervision: they get the task's loss too). The gradient-aggregation task weightings (MGDA, PCGrad,
+...) take the Jacobian at the shared part, so they also need `shared_features(rgb) -> tuple of tensors`,
+`heads(features, size, per_task=False) -> dict` and `shared_parameters() -> list` (see
+mtl/models/architectures.py); loss weightings (fixed, uncertainty, DWA) work with any module. `check_model` runs
+the function on a dummy batch before Ray starts and names what is wrong in one line.
 """
 
 from __future__ import annotations
