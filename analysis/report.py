@@ -25,6 +25,7 @@ from analysis.delta_m import delta_m, delta_m_note, delta_m_text, missing_tasks,
 from analysis.search_plots import search_section
 from analysis.tables import (
     DEFAULT_COLUMNS,
+    NORMALS_COLUMNS,
     TESTED,
     ablation_stats,
     display_table,
@@ -46,6 +47,15 @@ FORMATS = ("md", "tex", "csv", "parquet", "html")
 SEARCH_ROWS = 25  # rows of a sampled search's table: its best trials
 TRIAL_COLUMNS = ("variant", "seed", "status", "epochs_run", "multitask", "semseg_miou", "depth_silog", "best_epoch",
                  "best_multitask", "train_time_s")
+
+
+def default_columns(res: ExperimentResults) -> list[str]:
+    """The course's columns; a normals task's after SI-log where trials learn it; the cost with a price."""
+    columns = list(DEFAULT_COLUMNS)
+    if "normals_mean" in res.frame and pd.to_numeric(res.frame["normals_mean"], errors="coerce").notna().any():
+        at = columns.index("depth_silog") + 1
+        columns[at:at] = NORMALS_COLUMNS
+    return columns + (["cost"] if res.record.spec.get("trial_price_per_hour") is not None else [])
 
 
 def delta_m_for(res: ExperimentResults) -> tuple[pd.DataFrame, str | None]:
@@ -182,8 +192,7 @@ def _figures(res: ExperimentResults, rows: list[str], stats_df: pd.DataFrame, fi
 def write_report(res: ExperimentResults, out: Path, formats=FORMATS) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows, baseline = _rows_and_baseline(res)
-    columns = res.record.spec["report"].get("columns") or list(DEFAULT_COLUMNS) + (
-        ["cost"] if res.record.spec.get("trial_price_per_hour") is not None else [])
+    columns = res.record.spec["report"].get("columns") or default_columns(res)
     margins = (res.record.spec.get("report") or {}).get("equivalence_margin")
     stats_df = ablation_stats(res.frame, rows, baseline, columns, res.record.adaptive, margins)
     dm, dm_note = delta_m_for(res)

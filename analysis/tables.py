@@ -26,10 +26,14 @@ DEFAULT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "parameters", "pea
 LABELS = {"multitask": "Multitask", "semseg_miou": "mIoU", "depth_silog": "SI-logRMSE", "depth_abs_rel": "AbsRel",
           "depth_rmse": "RMSE (m)", "depth_delta1": "δ<1.25 (%)", "parameters": "Params (M)",
           "peak_memory_mb": "Peak mem (MiB)", "train_time_s": "Train time (min)", "train_img_per_s": "img/s",
-          "epochs_run": "Epochs", "cost": "Cost ($)"}
+          "epochs_run": "Epochs", "cost": "Cost ($)", "normals_mean": "Normals mean (°)",
+          "normals_median": "Normals median (°)", "normals_11": "<11.25° (%)", "normals_22": "<22.5° (%)",
+          "normals_30": "<30° (%)"}
 LOWER_IS_BETTER = {"depth_silog", "depth_abs_rel", "depth_rmse", "parameters", "peak_memory_mb", "train_time_s",
-                   "cost"}
-TESTED = {"multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1"}  # get a Δ
+                   "cost", "normals_mean", "normals_median"}
+TESTED = {"multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "normals_mean",
+          "normals_median", "normals_11", "normals_22", "normals_30"}  # get a Δ
+NORMALS_COLUMNS = ("normals_mean", "normals_median", "normals_11")  # added after SI-log where trials learn normals
 SCALE = {"parameters": 1e-6, "train_time_s": 1 / 60}
 ALPHA = 0.05
 

@@ -24,6 +24,8 @@ from core.record import ExperimentRecord, parse_record
 from core.storage import Storage, megabytes, split_experiment_uri, tree_bytes
 
 METRICS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1", "train_loss")
+# a third task's metrics: columns of the experiments that train it only (the course's tables stay as they were)
+TASK_METRICS = ("normals_mean", "normals_median", "normals_11", "normals_22", "normals_30")
 TIME_PARTS = ("startup", "data", "train", "eval", "checkpoint", "other")  # `time_<part>_s` of mtl.train
 SETUP_PARTS = ("actor_start", "trainable_setup", "data_setup")  # before mtl.train's clock / inside its start-up
 _TEXT_FIELDS = ("pretrained", "crop_size")  # unions (bool | path, int | [h, w]): one type per parquet column
@@ -86,7 +88,8 @@ def _best(history: pd.DataFrame | None, metric: str, mode: str) -> dict[str, Any
     if values.isna().all():
         return {}
     best = history.loc[values.idxmax() if mode == "max" else values.idxmin()]
-    return {"best_epoch": int(best.get("epoch", 0)), **{f"best_{k}": best.get(k) for k in METRICS if k in best}}
+    return {"best_epoch": int(best.get("epoch", 0)),
+            **{f"best_{k}": best.get(k) for k in (*METRICS, *TASK_METRICS) if k in best}}
 
 
 def _column(history: pd.DataFrame | None, name: str, how: str) -> float | None:
@@ -118,6 +121,7 @@ def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, recor
         "epochs_run": int(last.get("epoch") or 0),
         "epochs_planned": config.get("epochs"),
         **{k: last.get(k) for k in METRICS},
+        **{k: last[k] for k in TASK_METRICS if k in last},
         **_best(history, record.metric, record.mode),
         "train_time_s": last.get("time_total_s"),
         "train_img_per_s": _column(history, "train_img_per_s", "mean"),

@@ -16,6 +16,7 @@ from search.extend import check_extend
 from search.frontier_plan import frontier_plan
 from search.plan import plan
 from search.preflight import (
+    check_data,
     check_flags,
     check_models,
     check_storage_uri,
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None, reporting: Reporting | None = None) -> i
         print(f"profile: {profile}{reason}", flush=True)
         exp = exp.configure(profile, args.data, sets)
         check_models(exp)
+        check_data(exp)  # the dataset against its descriptor and the tasks: a dry run checks it too
         if args.dry_run:
             return _dry_run(exp, run, args)
         storage, extended = preflight(exp, run)

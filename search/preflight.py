@@ -19,6 +19,7 @@ from core.saved import SavedExperiment
 from core.storage import STORAGE_SCHEMES, Storage, open_storage
 from mtl.config import ConfigError, TrialConfig, parse_overrides
 from mtl.data.datasets import DatasetError, open_dataset
+from mtl.data.describe import check_dataset
 from mtl.models.encoder import PretrainedWeightsError, cached_weights, fetch_weights
 from search.extend import check_extend
 from search.record import design_changes
@@ -77,18 +78,24 @@ def check_storage_uri(uri: str) -> None:
 
 
 def check_data(exp: Experiment) -> None:
-    """For `--data PATH` (or a spec's `data:`): the layout, every split's files, and one decoded sample each -
-    the checks the loaders make, on the driver, instead of in every trial."""
+    """For `--data PATH` (or a spec's `data:`): its descriptor (mtl_dataset.yaml: classes, depth range, tasks)
+    against the first samples and the tasks asked for, the layout, every split's files, and one decoded sample
+    each - the checks the loaders make, on the driver, instead of in every trial."""
     seen = set()
     for row in exp.rows:
         cfg = TrialConfig.from_dict({**exp.defaults, **row.overrides})
-        if cfg.synthetic or cfg.data in seen:
+        if cfg.synthetic or (cfg.data, cfg.tasks) in seen:
             continue
-        seen.add(cfg.data)
+        seen.add((cfg.data, cfg.tasks))
         counts = cfg.counts()
+        try:
+            check_dataset(Path(cfg.data).expanduser(), cfg.tasks)
+        except DatasetError as e:
+            raise SpecError(f"--data {cfg.data}: {e}") from None
         for split in SPLITS:
             try:
-                ds = open_dataset(Path(cfg.data).expanduser(), split, limit=counts[split])
+                ds = open_dataset(Path(cfg.data).expanduser(), split, limit=counts[split],
+                                  normals="normals" in cfg.tasks)
                 ds.read_raw(0)
                 if split == "train" and len(ds) < cfg.batch_size:
                     raise SpecError(f"--data {cfg.data}: {len(ds)} training images, fewer than batch_size "
@@ -200,7 +207,6 @@ def preflight(exp: Experiment, run: RunConfig) -> tuple[Storage, SavedExperiment
     check_spec_resources(exp, run)
     if run.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
         raise SpecError("--wandb online needs WANDB_API_KEY in the environment (it is never written anywhere)")
-    check_data(exp)
     ensure_weights(exp, list(run.argv))
     reference = exp.spec.report.single_task
     if reference and "://" not in reference and not (Path(reference) / RESULTS_FILE).is_file():

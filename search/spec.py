@@ -38,8 +38,10 @@ class SpecError(ValueError):
 
 
 REPORTED_METRICS = ("multitask", "multitask_raw", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse",
-                    "depth_delta1", "train_loss", "train_semseg_loss", "train_depth_loss")
-LOWER_IS_BETTER = ("depth_silog", "depth_abs_rel", "depth_rmse", "train_loss", "train_semseg_loss", "train_depth_loss")
+                    "depth_delta1", "normals_mean", "normals_median", "normals_11", "normals_22", "normals_30",
+                    "train_loss", "train_semseg_loss", "train_depth_loss", "train_normals_loss")
+LOWER_IS_BETTER = ("depth_silog", "depth_abs_rel", "depth_rmse", "normals_mean", "normals_median", "train_loss",
+                   "train_semseg_loss", "train_depth_loss", "train_normals_loss")
 SAMPLERS = ("loguniform", "uniform", "quniform", "randint", "choice")
 
 

@@ -26,6 +26,7 @@ from search.spec import (
 )
 
 REPORT_COLUMNS = ("multitask", "semseg_miou", "depth_silog", "depth_abs_rel", "depth_rmse", "depth_delta1",
+                  "normals_mean", "normals_median", "normals_11", "normals_22", "normals_30",
                   "parameters", "peak_memory_mb", "train_time_s", "train_img_per_s", "epochs_run", "cost")
 
 

@@ -32,6 +32,10 @@ class DatasetError(ValueError):
     """Malformed dataset on disk; the message names the path."""
 
 
+class LabelError(DatasetError):
+    """A label beyond the dataset's classes (its descriptor's `classes` may be what is wrong)."""
+
+
 def _read_png(path: Path, modes: tuple[str, ...]) -> np.ndarray:
     try:
         with Image.open(path) as im:
@@ -48,7 +52,7 @@ def _check_labels(label: np.ndarray, path: Path, num_classes: int = NUM_CLASSES)
     bad = (label >= num_classes) & (label != IGNORE_INDEX)
     if bad.any():
         values = sorted(set(np.unique(label[bad]).tolist()))[:5]
-        raise DatasetError(f"{path}: label values {values} outside 0..{num_classes - 1} and {IGNORE_INDEX}")
+        raise LabelError(f"{path}: label values {values} outside 0..{num_classes - 1} and {IGNORE_INDEX}")
     return label
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mtl.data.datasets import DatasetError, detect_layout
+from mtl.data.datasets import DatasetError, LabelError, detect_layout
 from mtl.data.depth_io import DEPTH_MAX, DEPTH_MIN
 from mtl.data.labels import CLASS_NAMES, IGNORE_INDEX
 from mtl.tasks import COURSE_TASKS, TASKS, canonical_tasks
@@ -141,17 +141,15 @@ def check_dataset(data: str | Path, tasks: tuple[str, ...], samples: int = 4) ->
                            f"{list(info.tasks)}); drop them from the config's tasks or add them to the descriptor")
     ds = open_dataset(data, "train", normals="normals" in tasks)
     for i in range(min(samples, len(ds))):
-        raw = ds.read_raw(i)
-        labels = raw.semseg[raw.semseg != IGNORE_INDEX]
-        if labels.size and int(labels.max()) >= info.num_classes:
-            raise DatasetError(f"{where}: key 'classes': {info.num_classes} classes, but {ds.items[i][0]} has label "
-                               f"{int(labels.max())} (ids run 0..{info.num_classes - 1}; ignore_index "
-                               f"{info.ignore_index})")
+        try:
+            raw = ds.read_raw(i)
+        except LabelError as e:
+            raise DatasetError(f"{where}: key 'classes': {info.num_classes} classes, but {e}") from None
         depth = raw.depth[np.isfinite(raw.depth)]
         lo, hi = info.depth_range
         declared = info.source.endswith(DESCRIPTOR)  # a layout's defaults clamp predictions, they bound no data
         if declared and depth.size and (depth.min() < lo * 0.999 or depth.max() > hi * 1.001):
-            raise DatasetError(f"{where}: key 'depth': range [{lo:g}, {hi:g}] m, but {ds.items[i][0]} has valid "
+            raise DatasetError(f"{where}: key 'depth': range [{lo:g}, {hi:g}] m, but {ds.items[i][2]} has valid "
                                f"depth {depth.min():.3g}..{depth.max():.3g} m")
         if "normals" in tasks and raw.normals is None:
             raise DatasetError(f"{where}: key 'tasks': normals, but {ds.items[i][0]} has no normals file")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl.data.datasets import DatasetError, RawSample, SampleDataset, _missing_twins, _require_dir
+from mtl.data.datasets import DatasetError, LabelError, RawSample, SampleDataset, _missing_twins, _require_dir
 from mtl.data.labels import IGNORE_INDEX
 
 KINDS = ("image", "label", "depth", "normal")
@@ -67,7 +67,7 @@ class NYUv2Dataset(SampleDataset):
         ignore = label == self.info.ignore_index
         bad = ~ignore & ((label < 0) | (label >= self.info.num_classes))
         if bad.any():
-            raise DatasetError(f"{paths[1]}: label values {sorted(set(np.unique(label[bad]).tolist()))[:5]} outside "
+            raise LabelError(f"{paths[1]}: label values {sorted(set(np.unique(label[bad]).tolist()))[:5]} outside "
                                f"0..{self.info.num_classes - 1} and ignore_index {self.info.ignore_index}")
         semseg = np.where(ignore, IGNORE_INDEX, label).astype(np.uint8)
         depth = _load(paths[2], (2, 3)).astype(np.float32).reshape(label.shape) * np.float32(self.info.depth_scale)
@@ -84,7 +84,7 @@ class NYUv2Dataset(SampleDataset):
 
 def write_sample(root: Path, split: str, index: int, raw: RawSample, ignore_index: int = -1) -> None:
     """One sample in this layout (what a test's small NYUv2 copy, or a converter, writes)."""
-    label = np.where(raw.semseg == IGNORE_INDEX, ignore_index, raw.semseg).astype(np.float32)
+    label = np.where(raw.semseg == IGNORE_INDEX, ignore_index, raw.semseg.astype(np.int64)).astype(np.float32)
     arrays = {"image": raw.rgb.astype(np.float32) / 255.0, "label": label,
               "depth": np.nan_to_num(raw.depth, nan=0.0)[..., None].astype(np.float32),
               "normal": np.nan_to_num(raw.normals, nan=0.0).astype(np.float32)}
