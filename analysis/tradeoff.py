@@ -58,6 +58,9 @@ def tradeoff(frame: pd.DataFrame, rows: list[str], objectives: dict[str, str],
              declared_reference: dict[str, float] | None = None, alpha: float = ALPHA) -> TradeOff:
     """The trade-off of `rows` (completed trials of `frame`) on `objectives`."""
     done = frame[(frame["status"] == "completed") & frame["variant"].isin(rows)]
+    # a row without every objective (a single-task baseline) has no point in this space
+    scored = done[list(objectives)].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+    done = done[scored]
     rows = [r for r in rows if (done["variant"] == r).any()]
     dom = dominance_table(done, rows, objectives, alpha)
     lines = []

@@ -127,7 +127,7 @@ def test_base_yaml_is_the_trial_config_defaults():
 EXPECTED_TRIALS = {
     "task_weights": 10, "optimizer_lr": 10, "batch_epochs": 4, "pretrained_dilation": 3, "aspp_skip": 4,
     "architecture": 3, "se": 4, "depth_loss": 4, "depth_unit": 4, "task_weighting": 3, "tta": 3, "lr_search": 24,
-    "single_task": 9, "dilation": 2, "frontier": 165, "own_model": 2,
+    "single_task": 9, "dilation": 2, "frontier": 165, "own_model": 2, "three_tasks": 12,
 }
 
 

@@ -163,3 +163,22 @@ def test_a_three_task_run_reports_every_task(tiny_synth, tmp_path):
                 "normals_30", "train_normals_loss"):
         assert math.isfinite(last[key]), key
     assert 0 <= last["normals_11"] <= last["normals_22"] <= last["normals_30"] <= 100
+
+
+def test_the_trade_off_of_three_objectives_leaves_single_task_rows_out(tmp_path):
+    import pandas as pd
+
+    from analysis.tradeoff import figure, tradeoff
+
+    rng = np.random.default_rng(0)
+    rows = [{"variant": v, "seed": s, "status": "completed", "semseg_miou": 30 + rng.normal() + 5 * (v == "a"),
+             "depth_silog": 40 + rng.normal() - 5 * (v == "a"), "normals_mean": 30 + rng.normal() - 5 * (v == "a"),
+             **({"depth_silog": np.nan, "normals_mean": np.nan} if v == "seg" else {})}
+            for v in ("a", "b", "seg") for s in range(4)]
+    frame = pd.DataFrame(rows)
+    objectives = {"semseg_miou": "max", "depth_silog": "min", "normals_mean": "min"}
+    result = tradeoff(frame, ["a", "b", "seg"], objectives)
+    assert list(result.table["Variant"]) == ["a", "b"]  # the single-task row has no point in this space
+    assert "Normals mean (°) (min)" in result.table and "Hypervolume of each seed's front" in result.note
+    assert result.dominance.table.loc["b", "dominated_by"] == "a"
+    assert figure(frame, result, tmp_path / "t.png").is_file()  # three pairwise panels
