@@ -289,9 +289,12 @@ def compact_table(frame: pd.DataFrame) -> str:
     def num(v):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
+    normals = "normals_mean" in frame and pd.to_numeric(frame["normals_mean"], errors="coerce").notna().any()
     rows = [[r["variant"], r["seed"], r["status"], num(r.get("multitask")), num(r.get("semseg_miou")),
-             num(r.get("depth_silog")), r["epochs_run"]] for _, r in frame.iterrows()]
-    return tabulate(rows, headers=["variant", "seed", "status", "multitask", "mIoU", "SI-log", "epochs"])
+             num(r.get("depth_silog")), *([num(r.get("normals_mean"))] if normals else []), r["epochs_run"]]
+            for _, r in frame.iterrows()]
+    return tabulate(rows, headers=["variant", "seed", "status", "multitask", "mIoU", "SI-log",
+                                   *(["normals °"] if normals else []), "epochs"])
 
 
 def estimate_line(record: ExperimentRecord) -> str:

@@ -13,24 +13,17 @@ import yaml
 
 from mtl.data.datasets import DatasetError, RawSample, detect_layout, open_dataset
 from mtl.data.describe import DESCRIPTOR, NYUV2_CLASSES, check_dataset, dataset_info
-from mtl.data.nyuv2 import NYUv2Dataset, write_sample
-from mtl.data.synthetic import render_sample
+from mtl.data.nyuv2 import NYUv2Dataset, main, synthetic_as_nyuv2
 
 
 def _nyu_like(index: int, split: str) -> RawSample:
-    """A synthetic render turned into NYUv2's terms: 13 classes (sky unlabelled), depth 0.5-10 m."""
-    rgb, label, depth, normals = render_sample(3, split, index, 32, 64)
-    semseg = np.where(label == 10, 255, label % 13).astype(np.uint8)
-    metres = np.clip(depth / 30.0, 0.6, 9.5).astype(np.float32)  # NaN (sky) stays NaN: 0 in the arrays
-    return RawSample(rgb, semseg, metres, normals)
+    return synthetic_as_nyuv2(3, split, index, 32, 64)
 
 
 @pytest.fixture(scope="module")
 def nyu_copy(tmp_path_factory):
     root = tmp_path_factory.mktemp("nyuv2")
-    for split, n in (("train", 16), ("val", 8)):
-        for i in range(n):
-            write_sample(root, split, i, _nyu_like(i, split))
+    main(["--root", str(root), "--train", "16", "--val", "8", "--size", "32x64"])  # python -m mtl.data.nyuv2
     return root
 
 

@@ -8,10 +8,16 @@ Nash-MTL, FAMO): one .npy array per sample and kind.
 
 Splits are `train` and `val`; that layout has no `test`, so `test` reads `val` when the folder is missing (as
 those works evaluate on it). Samples come out as every other layout's (`RawSample`).
+
+    python -m mtl.data.nyuv2 --root DIR [--train 64 --val 16 --size 64x128]
+
+writes a small dataset in this layout from the synthetic generator's scenes, in NYUv2's terms (13 classes, depth
+0.5-10 m, normals): a worked example for docs/own-data.md, and what the tests read (no download).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,3 +97,35 @@ def write_sample(root: Path, split: str, index: int, raw: RawSample, ignore_inde
     for kind, array in arrays.items():
         (root / split / kind).mkdir(parents=True, exist_ok=True)
         np.save(root / split / kind / f"{index}.npy", array)
+
+
+def synthetic_as_nyuv2(seed: int, split: str, index: int, height: int, width: int) -> RawSample:
+    """A synthetic scene in NYUv2's terms: its 19 classes folded onto 13 (the sky unlabelled), depth scaled from
+    4-300 m into 0.6-9.5 m, its normals as they are."""
+    from mtl.data.synthetic import render_sample
+
+    rgb, label, depth, normals = render_sample(seed, split, index, height, width)
+    semseg = np.where(label == 10, IGNORE_INDEX, label % 13).astype(np.uint8)  # 10: sky
+    metres = np.clip(depth / 30.0, 0.6, 9.5).astype(np.float32)  # NaN (the sky) stays NaN: 0 in the arrays
+    return RawSample(rgb, semseg, metres, normals)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mtl.data.synthetic import parse_size
+
+    p = argparse.ArgumentParser(prog="python -m mtl.data.nyuv2",
+                                description="Write a small NYUv2-layout dataset from the synthetic scenes.")
+    p.add_argument("--root", required=True, type=Path, help="The output folder (train/ and val/ go under it).")
+    p.add_argument("--train", type=int, default=64, help="The number of training samples.")
+    p.add_argument("--val", type=int, default=16, help="The number of validation samples.")
+    p.add_argument("--size", type=parse_size, default=(64, 128), help="HxW, e.g. 64x128.")
+    p.add_argument("--seed", type=int, default=3, help="The synthetic scenes' seed.")
+    a = p.parse_args(argv)
+    for split, n in (("train", a.train), ("val", a.val)):
+        for i in range(n):
+            write_sample(a.root, split, i, synthetic_as_nyuv2(a.seed, split, i, *a.size))
+    print(f"{a.root}: {a.train} train and {a.val} val samples in the NYUv2 layout at {a.size[0]}x{a.size[1]}")
+
+
+if __name__ == "__main__":
+    main()
