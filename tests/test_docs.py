@@ -106,7 +106,21 @@ def test_every_documented_command_runs(doc, command, monkeypatch, tmp_path, caps
         from app.cli import main
 
         extra = ["--dry-run", "--probe-steps", "1"] + ([] if args.profile != "auto" else ["--profile", "smoke"])
+        words = _with_written_data(doc, words, args, tmp_path)
         assert main([*words[2:], *extra]) == 0, capsys.readouterr().err
+
+
+def _with_written_data(doc: str, words: list[str], args, tmp_path: Path) -> list[str]:
+    """A `--data` folder the same doc writes first (`python -m mtl.data.nyuv2 --root DIR`): written here, small, in
+    a temporary folder that stands in for it."""
+    data = getattr(args, "data", None)
+    writes = [c for d, c in ALL if d == doc and c.startswith("python -m mtl.data.nyuv2") and f"--root {data}" in c]
+    if not data or Path(data).exists() or not writes:
+        return words
+    from mtl.data.nyuv2 import main as write_nyuv2
+
+    write_nyuv2(["--root", str(tmp_path / "data"), "--train", "16", "--val", "8", "--size", "32x64"])
+    return [str(tmp_path / "data") if w == data else w for w in words]
 
 
 def test_the_command_reference_is_what_the_parsers_print():

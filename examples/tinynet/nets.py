@@ -1,4 +1,4 @@
-"""A worked example of your own model (docs/own-model.md): a small convolutional trunk shared by the tasks and
+"""A worked example of your own model (docs/own-data.md): a small convolutional trunk shared by the tasks and
 one 1x1 head per task.
 
     python run_search.py ablations/own_model.yaml --dry-run

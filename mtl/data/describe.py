@@ -9,15 +9,16 @@ A dataset folder may carry a descriptor, `mtl_dataset.yaml`, beside its splits:
     tasks: [semseg, depth, normals]         # what the labels support
 
 Without one, a folder is read by its layout's defaults: Miniscapes and Cityscapes as the course's data (19
-Cityscapes classes, 4-300 m, semseg and depth), NYUv2 as the multi-task literature's preprocessed arrays (13
-classes, 0.5-10 m, semseg, depth and normals). `data: synthetic` is the embedded generator: the course's classes
-and range, and all three tasks. `check_dataset` reads a few samples and refuses, naming the descriptor key, labels
-beyond the classes and depth outside a declared range; the search runs it before Ray starts.
+Cityscapes classes, 4-300 m, semseg and depth; normals too where a Miniscapes folder has `normals/`), NYUv2 as the
+multi-task literature's preprocessed arrays (13 classes, 0.5-10 m, semseg, depth and normals). `data: synthetic` is
+the embedded generator: the course's classes and range, and all three tasks. `check_dataset` reads a few samples and
+refuses, naming the descriptor key, labels beyond the classes and depth outside a declared range; the search runs it
+before Ray starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -125,7 +126,10 @@ def dataset_info(data: str | Path) -> DatasetInfo:
             raise DatasetError(f"{descriptor}: key 'layout': {info.layout}, but the folders under {root} are a "
                                f"{found} layout")
         return info
-    return DEFAULTS[detect_layout(root)]
+    info = DEFAULTS[detect_layout(root)]
+    if info.layout == "miniscapes" and (root / "train" / "normals").is_dir():  # as the synthetic data writes it
+        info = replace(info, tasks=TASKS)
+    return info
 
 
 def check_dataset(data: str | Path, tasks: tuple[str, ...], samples: int = 4) -> DatasetInfo:

@@ -73,7 +73,7 @@ class NYUv2Dataset(SampleDataset):
         ignore = label == self.info.ignore_index
         bad = ~ignore & ((label < 0) | (label >= self.info.num_classes))
         if bad.any():
-            raise LabelError(f"{paths[1]}: label values {sorted(set(np.unique(label[bad]).tolist()))[:5]} outside "
+            raise LabelError(f"{paths[1]}: label values {sorted({int(v) for v in np.unique(label[bad])})[:5]} outside "
                                f"0..{self.info.num_classes - 1} and ignore_index {self.info.ignore_index}")
         semseg = np.where(ignore, IGNORE_INDEX, label).astype(np.uint8)
         depth = _load(paths[2], (2, 3)).astype(np.float32).reshape(label.shape) * np.float32(self.info.depth_scale)
