@@ -15,6 +15,7 @@ from torchjd.autojac import jac_to_grad, mtl_backward
 from mtl.aggregation import GradNorm
 from mtl.data.depth_units import DepthUnit
 from mtl.data.describe import COURSE, DatasetInfo
+from mtl.data.transforms import flip_normals
 from mtl.losses import TaskWeighting, task_losses
 from mtl.metrics import ConfusionMatrix, DepthMetrics, NormalsMetrics, multitask_score, multitask_unclipped
 from mtl.tasks import COURSE_TASKS, TASKS
@@ -188,9 +189,7 @@ def predict(model: nn.Module, rgb: torch.Tensor, rt: Runtime, tta: str = "off"
 def _restore(t: torch.Tensor, flip: bool, scale: float, size, mirror: bool = False) -> torch.Tensor:
     """A TTA view's prediction back to the input's orientation and size; `mirror`: a flipped normal's x turns."""
     if flip:
-        t = t.flip(-1)
-        if mirror:
-            t = t * torch.tensor([-1.0, 1.0, 1.0], device=t.device).view(1, 3, 1, 1)
+        t = flip_normals(t) if mirror else t.flip(-1)
     return t if scale == 1.0 else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
 
