@@ -17,20 +17,15 @@ experiment being extended (`--extend`) enter as `prior` results: they count as r
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import pickle
 from typing import Any
 
 import numpy as np
-from ray.tune.search import Searcher
 
-from core.layout import LOOKS_FILE
+from search.rounds import Cell, RoundSearcher
 from stats.paired import paired_differences
 from stats.sequential import sequential_table, settled
-
-Cell = tuple[str, int]  # (row, seed)
 
 
 def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, seeds: list[int]) -> list[float]:
@@ -43,44 +38,12 @@ def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, 
     return [float(d) for d in pairs.diffs]
 
 
-class RoundSearcher(Searcher):
-    """Runs queued (row, seed) cells round by round: when a round's trials are all back, `_look()` judges them and
-    fills `queue` with the next round, or sets `stopped`; Tune is then told the search is finished. Every look is
-    written beside Tune's snapshots (`looks_document()`)."""
-
-    queue: list[Cell]
-    pending: dict[str, Cell]
-    stopped: str | None
-
-    def _look(self) -> None:
-        raise NotImplementedError
-
-    def looks_document(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        return True  # the metric is fixed by the experiment; rows and seeds come from this searcher
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if not self.queue and not self.pending and self.stopped is None:
-            self._look()
-        if self.queue:
-            cell = self.queue.pop(0)
-            self.pending[trial_id] = cell
-            return {"variant": cell[0], "seed": cell[1]}
-        return Searcher.FINISHED if not self.pending and self.stopped is not None else None
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        super().save_to_dir(checkpoint_dir, session_str)
-        with open(os.path.join(checkpoint_dir, LOOKS_FILE), "w") as f:
-            json.dump(self.looks_document(), f, indent=1)
-
-
 class AdaptiveSeeds(RoundSearcher):
     def __init__(self, comparisons: list[tuple[str, str]], seeds: list[int], first: int, metric: str, mode: str,
                  budget: dict[str, float] | None = None, prior: dict[Cell, float] | None = None,
-                 margin: float | None = None, family: int | None = None) -> None:
-        super().__init__(metric=metric, mode=mode)
+                 margin: float | None = None, family: int | None = None, max_concurrent: int | None = None,
+                 experiment: str | None = None) -> None:
+        super().__init__(metric, mode, max_concurrent, experiment)
         self.family = family  # settle at p < 0.05 / family when the verdicts are adjusted across a larger page
         self.margin = margin  # the spec's equivalence margin on `metric`: equivalence settles a comparison too
         self.comparisons = [tuple(c) for c in comparisons]
@@ -90,17 +53,11 @@ class AdaptiveSeeds(RoundSearcher):
         for (row, seed), value in (prior or {}).items():
             self.values.setdefault(row, {})[seed] = value
         self.prior = len(prior or {})
-        self.pending: dict[str, Cell] = {}
-        self.queue: list[Cell] = []
         self.looks: list[dict[str, Any]] = []
         self.spent = {"trials": 0, "hours": 0.0}
-        self.stopped: str | None = None
 
-    # --- Tune's Searcher interface (suggest: RoundSearcher) ---
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        cell = self.pending.pop(trial_id, None)
-        if cell is None:
-            return
+    # --- Tune's Searcher interface (suggest, on_trial_complete, restore_from_dir: RoundSearcher) ---
+    def _completed(self, cell: Cell, result: dict | None, error: bool) -> None:
         ok = not error and result is not None and result.get("status") == "completed"
         value = float(result.get(self.metric, math.nan)) if ok else math.nan
         self.values.setdefault(cell[0], {})[cell[1]] = value
@@ -119,7 +76,7 @@ class AdaptiveSeeds(RoundSearcher):
 
     def _state(self) -> dict[str, Any]:
         keys = ("comparisons", "seeds", "first", "last", "budget", "margin", "family", "values", "prior", "pending",
-                "queue", "looks", "spent", "stopped")
+                "queue", "done", "looks", "spent", "stopped")
         return {k: getattr(self, k) for k in keys}
 
     # --- the design ---

@@ -25,7 +25,7 @@ from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
 from search.adaptive import AdaptiveSeeds
 from search.extend import prior_cells
-from search.frontier_seeds import FrontierSeeds, frontier_searcher
+from search.frontier_seeds import frontier_searcher
 from search.raycompat import ray_listens_on_loopback
 from search.record import (
     EXIT_BAD_INPUT,
@@ -35,6 +35,7 @@ from search.record import (
 )
 from search.reporting import Reporting
 from search.retention import CheckpointRetention, storage_full_reason
+from search.rounds import GridCells, RoundSearcher, pending_trials_env
 from search.runconfig import RunConfig
 from search.trials import Experiment
 
@@ -113,23 +114,31 @@ def _tuner(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExp
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1,
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
-    return tune.Tuner(trainable, param_space=tuning.param_space(exp),
-                      tune_config=tuning.tune_config(exp, run.max_concurrent, _scheduler_state(exp, storage),
-                                                     _adaptive(exp, run, extended)),
+    cells = _cells(exp, run, storage.display(storage.experiment(exp.name)), extended)
+    return tune.Tuner(trainable, param_space=tuning.param_space(exp, cells),
+                      tune_config=tuning.tune_config(exp, run.max_concurrent, _scheduler_state(exp, storage), cells),
                       run_config=run_config)
 
 
-def _adaptive(exp: Experiment, run: RunConfig, extended: SavedExperiment | None
-              ) -> AdaptiveSeeds | FrontierSeeds | None:
-    """The adaptive-seeds searcher, with the extended experiment's trials as already run."""
-    if exp.adaptive is None:
+def _uses_cells(exp: Experiment, max_concurrent: int | None) -> bool:
+    """Adaptive seeds, and a capped grid: searchers of search.rounds, which stay in step with Tune on --resume."""
+    return exp.adaptive is not None or (exp.algorithm == "grid" and not exp.space and bool(max_concurrent))
+
+
+def _cells(exp: Experiment, run: RunConfig, uri: str, extended: SavedExperiment | None) -> RoundSearcher | None:
+    """The searcher that suggests every (row, seed): adaptive seeds (with the extended experiment's trials as
+    already run), or a capped grid's cells."""
+    cap = run.max_concurrent
+    if not _uses_cells(exp, cap):
         return None
+    if exp.adaptive is None:
+        return GridCells([r.name for r in exp.rows], list(exp.seeds), cap, uri)
     if exp.spec.report.frontier is not None:
-        return frontier_searcher(exp, run.budget)
+        return frontier_searcher(exp, run.budget, cap, uri)
     prior = prior_cells(extended.frame, exp) if extended is not None else None
     return AdaptiveSeeds(list(exp.comparisons), list(exp.seeds), exp.adaptive.first, exp.metric, exp.mode,
                          run.budget, prior, (exp.spec.report.equivalence_margin or {}).get(exp.metric),
-                         exp.adaptive.family)
+                         exp.adaptive.family, cap, uri)
 
 
 def _start_record(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExperiment | None,
@@ -147,11 +156,13 @@ def _start_record(exp: Experiment, run: RunConfig, storage: Storage, extended: S
     storage.write_text(f"{exp_path}/{RECORD_FILE}", record.to_json())
 
 
-def _resume_record(storage: Storage, exp_path: str, run: RunConfig) -> None:
-    """On --resume: this driver run's configuration joins the record's list of runs."""
+def _resume_record(storage: Storage, exp_path: str, run: RunConfig) -> int | None:
+    """On --resume: this driver run's configuration joins the record's list of runs; the concurrency limit the
+    experiment started with (Tune restores it)."""
     path = f"{exp_path}/{RECORD_FILE}"
     record = parse_record(storage.read_text(path))
     storage.write_text(path, record.model_copy(update={"runs": [*record.runs, run.recorded()]}).to_json())
+    return record.runs[0].get("max_concurrent") if record.runs else run.max_concurrent
 
 
 def _scheduler_state(exp: Experiment, storage: Storage) -> tuple:
@@ -201,9 +212,11 @@ def _term_as_interrupt(signum, frame):
     os.kill(os.getpid(), signal.SIGINT)  # `ray job stop` and `kill` send SIGTERM: stop as Ctrl-C does
 
 
-def _fit(tuner: tune.Tuner):
+def _fit(tuner: tune.Tuner, env: dict[str, str]):
     """fit() and whether Ctrl-C (SIGINT) or SIGTERM interrupted it. Tune's handler saves the experiment, stops,
-    and puts back the handler it found - only when it fired - so finding our sentinel again means it fired."""
+    and puts back the handler it found - only when it fired - so finding our sentinel again means it fired. `env`:
+    Tune's variables for this fit only (the process may run other searches after it)."""
+    os.environ.update(env)
     previous = signal.signal(signal.SIGINT, _interrupt_sentinel)
     previous_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
     _SIGNALLED.clear()
@@ -220,6 +233,8 @@ def _fit(tuner: tune.Tuner):
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
+        for key in env:
+            os.environ.pop(key, None)
 
 
 def _resume_command(run: RunConfig) -> str:
@@ -268,15 +283,17 @@ def run_search(exp: Experiment, run: RunConfig, storage: Storage, extended: Save
         print(f"error: {unshared}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     exp_path = storage.experiment(exp.name)
+    cap = run.max_concurrent
     if not run.resume or not storage.exists(f"{exp_path}/{RECORD_FILE}"):
         _start_record(exp, run, storage, extended, exp_path)
     else:
-        _resume_record(storage, exp_path, run)
+        cap = _resume_record(storage, exp_path, run)
     wandb = _wandb(exp, run, storage)
     _watch_lines(exp, storage, dashboard, wandb.dir if wandb else None)
     if not run.address:
         _prepare_data(exp)
-    grid, interrupted = _fit(_tuner(exp, run, storage, extended, wandb, [CheckpointRetention(exp, storage)]))
+    pending = pending_trials_env(cap) if _uses_cells(exp, cap) else {}
+    grid, interrupted = _fit(_tuner(exp, run, storage, extended, wandb, [CheckpointRetention(exp, storage)]), pending)
     full = storage_full_reason(grid)
     # Tune's ResultGrid holds every trial's metrics as a DataFrame (its ExperimentAnalysis reads them all); the
     # results are read back below with one more pass over the trials, so the grid goes first: one copy at the peak,

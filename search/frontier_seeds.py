@@ -16,61 +16,45 @@ page's family-wise error holds (tests/test_frontier.py simulates this whole proc
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from mtl.metrics import WORST_VALUES
-from search.adaptive import RoundSearcher
+from search.rounds import Cell, RoundSearcher
 from search.trials import Experiment
 from stats.frontier import best_row, frontier_verdicts
 from stats.pareto import reference_point
-
-Cell = tuple[str, int]  # (row, seed)
 
 
 class FrontierSeeds(RoundSearcher):
     def __init__(self, rows: Mapping[str, list[str]], front: list[str], tuning_seeds: list[int], seeds: list[int],
                  first: int, objectives: Mapping[str, str], margins: Mapping[str, float], reference: list[float],
-                 alpha: float = 0.05, budget: dict[str, float] | None = None) -> None:
+                 alpha: float = 0.05, budget: dict[str, float] | None = None, max_concurrent: int | None = None,
+                 experiment: str | None = None) -> None:
         """`rows`: declared variant -> its rows (one per tuned value); `seeds`: the comparison seeds, in order."""
-        super().__init__(metric=next(iter(objectives)), mode=next(iter(objectives.values())))
+        super().__init__(next(iter(objectives)), next(iter(objectives.values())), max_concurrent, experiment)
         self.rows, self.front = {k: list(v) for k, v in rows.items()}, list(front)
         self.tuning_seeds, self.seeds, self.first = list(tuning_seeds), list(seeds), first
         self.objectives, self.margins = dict(objectives), dict(margins)
         self.reference, self.alpha, self.budget = list(reference), alpha, dict(budget or {})
         self.values: dict[str, dict[int, dict[str, float]]] = {}  # row -> seed -> objective -> final value
         self.chosen: dict[str, str] = {}  # variant -> its tuned row
-        self.pending: dict[str, Cell] = {}
-        self.queue: list[Cell] = []
         self.looks: list[dict[str, Any]] = []
         self.spent = {"trials": 0, "hours": 0.0}
-        self.stopped: str | None = None
 
     @property
     def methods(self) -> list[str]:
         return [v for v in self.rows if v not in self.front]
 
-    # --- Tune's Searcher interface (suggest: RoundSearcher) ---
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        cell = self.pending.pop(trial_id, None)
-        if cell is None:
-            return
+    # --- Tune's Searcher interface (suggest, on_trial_complete, save, restore: RoundSearcher) ---
+    def _completed(self, cell: Cell, result: dict | None, error: bool) -> None:
         ok = not error and result is not None and result.get("status") == "completed"
         self.values.setdefault(cell[0], {})[cell[1]] = {
             m: float(result.get(m, math.nan)) if ok else math.nan for m in self.objectives}
         self.spent["trials"] += 1
         self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__.copy(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
     # --- the design ---
     def _look(self) -> None:
@@ -150,7 +134,8 @@ def _mean(cells: dict[int, dict[str, float]], metric: str, seeds: list[int]) -> 
     return sum(values) / len(values) if values else math.nan
 
 
-def frontier_searcher(exp: Experiment, budget: dict[str, float] | None = None) -> FrontierSeeds:
+def frontier_searcher(exp: Experiment, budget: dict[str, float] | None = None, max_concurrent: int | None = None,
+                      experiment: str | None = None) -> FrontierSeeds:
     """The searcher of an experiment with `report.frontier` and adaptive seeds (checked by search.trials)."""
     design, objectives = exp.spec.report.frontier, exp.objectives or {}
     rows = {v["name"]: [r.name for r in exp.rows if r.name == v["name"] or r.name.startswith(f"{v['name']} | ")]
@@ -158,4 +143,4 @@ def frontier_searcher(exp: Experiment, budget: dict[str, float] | None = None) -
     compare = [s for s in exp.seeds if s not in design.tuning_seeds]
     reference = reference_point(objectives, exp.spec.report.reference_point, WORST_VALUES)
     return FrontierSeeds(rows, list(design.front), list(design.tuning_seeds), compare, exp.adaptive.first,
-                         objectives, design.margin, reference, design.alpha, budget)
+                         objectives, design.margin, reference, design.alpha, budget, max_concurrent, experiment)

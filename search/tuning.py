@@ -13,6 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 from core.spaces import sampler
 from mtl.config import TrialConfig
 from search.pareto_asha import ParetoASHAScheduler
+from search.rounds import RoundSearcher
 from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
 from search.spec import rank_metric
 from search.trainable import WandbSettings, run_trial
@@ -22,11 +23,11 @@ PROGRESS_METRICS = {"epoch": "epoch", "multitask": "multitask", "semseg_miou": "
                     "status": "result"}
 
 
-def param_space(exp: Experiment) -> dict[str, Any]:
+def param_space(exp: Experiment, cells: RoundSearcher | None = None) -> dict[str, Any]:
     """What Tune varies: the row name, the seed and the sampled keys. The trainable resolves the rest."""
     names = [r.name for r in exp.rows]
-    if exp.adaptive is not None:
-        return {}  # search.adaptive.AdaptiveSeeds suggests every trial's variant and seed
+    if cells is not None:
+        return {}  # a cell searcher (search.rounds) suggests every trial's variant and seed
     if exp.algorithm == "optuna":
         variant = tune.choice(names) if len(names) > 1 else names[0]
         seed = exp.seeds[0]
@@ -87,12 +88,12 @@ def trial_dirname(trial) -> str:
 
 
 def tune_config(exp: Experiment, max_concurrent: int | None, state_file: tuple | None = None,
-                adaptive: Searcher | None = None) -> tune.TuneConfig:
-    """`state_file`: (filesystem, path) where seed-aware ASHA keeps its rungs for `--resume`; `adaptive`: the
-    adaptive-seeds searcher of an experiment with `seeds: {first, max}` (it says when the search is finished)."""
-    if adaptive is not None:
-        searcher = ConcurrencyLimiter(adaptive, max_concurrent=max_concurrent) if max_concurrent else adaptive
-        samples = -1
+                cells: RoundSearcher | None = None) -> tune.TuneConfig:
+    """`state_file`: (filesystem, path) where seed-aware ASHA keeps its rungs for `--resume`; `cells`: the
+    searcher that suggests every (row, seed) (search.rounds; it caps the concurrency itself and says when the
+    search is finished)."""
+    if cells is not None:
+        searcher, samples = cells, -1
     else:
         searcher = search_alg(exp, max_concurrent)
         samples = exp.spec.search.num_samples if exp.algorithm != "grid" else 1

@@ -46,7 +46,7 @@ def ray_local(_shared_ray):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     return ray.get_runtime_context().gcs_address
 
 
@@ -133,14 +133,14 @@ def trial_dir(exp_dir: Path, variant: str) -> Path | None:
     return next((d for d in exp_dir.glob(f"*_{variant}_s0") if d.is_dir()), None) if exp_dir.is_dir() else None
 
 
-def start_driver(spec: Path, storage: Path, address: str):
+def start_driver(spec: Path, storage: Path, address: str, *extra: str):
     """`run_search.py` in its own process, joined to the test's Ray cluster."""
     import subprocess
     import sys
 
     cmd = [sys.executable, str(REPO / "run_search.py"), str(spec), "--profile", "smoke", "--storage", str(storage),
            "--no-dashboard", "--no-report", "--address", address,
-           "--storage-shared"]  # ray.cluster_utils.Cluster's nodes share this machine's disk
+           "--storage-shared", *extra]  # ray.cluster_utils.Cluster's nodes share this machine's disk
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 

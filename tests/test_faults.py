@@ -21,7 +21,7 @@ def test_out_of_memory_trial_is_an_error_and_the_search_goes_on(tmp_path):
         ray.shutdown()
     tests = str(Path(__file__).parent)
     path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path},
                           "worker_process_setup_hook": "faultinject.oom_in_greedy_trials"})
     try:

@@ -87,7 +87,8 @@ def flaky_s3(moto_endpoint, monkeypatch):
     boto3.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-east-2"})
     if ray.is_initialized():
         ray.shutdown()
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit the endpoint
+    # workers inherit the endpoint
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield proxy, ctx.address_info["gcs_address"], env
     ray.shutdown()
     proxy.stop()
