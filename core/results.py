@@ -20,6 +20,7 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from core.layout import CHECKPOINT_MANIFEST, EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, TRIAL_CONFIG_FILE
+from core.perclass import unpacked
 from core.record import ExperimentRecord, parse_record
 from core.storage import Storage, megabytes, split_experiment_uri, tree_bytes
 
@@ -122,6 +123,7 @@ def trial_row(trial, config: dict[str, Any], history: pd.DataFrame | None, recor
         "epochs_planned": config.get("epochs"),
         **{k: last.get(k) for k in METRICS},
         **{k: last[k] for k in TASK_METRICS if k in last},
+        **unpacked(last),
         **_best(history, record.metric, record.mode),
         "train_time_s": last.get("time_total_s"),
         "train_img_per_s": _column(history, "train_img_per_s", "mean"),

@@ -14,6 +14,7 @@ import yaml
 from ray import tune
 
 from core.layout import TRIAL_CONFIG_FILE
+from core.perclass import packed
 from core.storage import checkpoint_folders, free_bytes, is_storage_full, megabytes, tree_bytes
 from mtl.checkpoint import staging_dir, sweep_staging
 from mtl.data.loading import decoded_key
@@ -120,7 +121,8 @@ def run_trial(config: dict[str, Any], experiment: Experiment, shared: dict | Non
         try:
             if checkpoint_path:
                 _check_room(checkpoint_path)
-            tune.report({**metrics, **tags}, checkpoint=checkpoint)
+            tune.report({**(metrics if experiment.reports_per_class else packed(metrics)), **tags},
+                        checkpoint=checkpoint)
         except OSError as e:
             if not is_storage_full(e):
                 raise

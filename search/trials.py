@@ -66,6 +66,13 @@ class Experiment:
         return self.spec.space
 
     @property
+    def reports_per_class(self) -> bool:
+        """Whether the experiment names an `iou_<class>` (metric, objective, report column): then each class's IoU
+        goes to Tune as a number of its own; otherwise all of them as one text field (core.perclass)."""
+        named = [self.metric, *(self.objectives or {}), *(self.spec.report.columns or [])]
+        return any(n.startswith("iou_") for n in named)
+
+    @property
     def shown_axes(self) -> tuple[str, ...]:
         """Ablated keys that Tune's config does not already show (sampled keys are config columns)."""
         return tuple(k for k in self.ablated if k not in self.space)
