@@ -215,6 +215,6 @@ def test_a_completed_run_is_not_reported_interrupted_without_tunes_sigint_handle
 
     monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
     assert _fit(Finishes(), {}) == ("grid", False)
-    assert _fit(CtrlC()) == (None, True)
+    assert _fit(CtrlC(), {}) == (None, True)
     monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")
-    assert _fit(Finishes()) == ("grid", True)  # Tune's handler would have replaced ours had it not fired
+    assert _fit(Finishes(), {}) == ("grid", True)  # Tune's handler would have replaced ours had it not fired
