@@ -41,9 +41,9 @@ def paired_diffs(values: dict[str, dict[int, float]], row: str, reference: str, 
 class AdaptiveSeeds(RoundSearcher):
     def __init__(self, comparisons: list[tuple[str, str]], seeds: list[int], first: int, metric: str, mode: str,
                  budget: dict[str, float] | None = None, prior: dict[Cell, float] | None = None,
-                 margin: float | None = None, family: int | None = None, max_concurrent: int | None = None,
-                 experiment: str | None = None) -> None:
-        super().__init__(metric, mode, max_concurrent, experiment)
+                 margin: float | None = None, family: int | None = None, max_concurrent: int | None = None
+                 ) -> None:
+        super().__init__(metric, mode, max_concurrent)
         self.family = family  # settle at p < 0.05 / family when the verdicts are adjusted across a larger page
         self.margin = margin  # the spec's equivalence margin on `metric`: equivalence settles a comparison too
         self.comparisons = [tuple(c) for c in comparisons]
@@ -63,6 +63,11 @@ class AdaptiveSeeds(RoundSearcher):
         self.values.setdefault(cell[0], {})[cell[1]] = value
         self.spent["trials"] += 1
         self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
+
+    def _uncounted(self, cell: Cell, result: dict) -> None:
+        self.values.get(cell[0], {}).pop(cell[1], None)
+        self.spent["trials"] -= 1
+        self.spent["hours"] -= float(result.get("time_total_s") or 0.0) / 3600
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

@@ -114,7 +114,7 @@ def _tuner(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExp
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=callbacks, progress_reporter=tuning.reporter(exp), verbose=1,
         sync_config=tune.SyncConfig(sync_artifacts=True))  # trial_config.yaml reaches remote storage too
-    cells = _cells(exp, run, storage.display(storage.experiment(exp.name)), extended)
+    cells = _cells(exp, run, extended)
     return tune.Tuner(trainable, param_space=tuning.param_space(exp, cells),
                       tune_config=tuning.tune_config(exp, run.max_concurrent, _scheduler_state(exp, storage), cells),
                       run_config=run_config)
@@ -125,20 +125,20 @@ def _uses_cells(exp: Experiment, max_concurrent: int | None) -> bool:
     return exp.adaptive is not None or (exp.algorithm == "grid" and not exp.space and bool(max_concurrent))
 
 
-def _cells(exp: Experiment, run: RunConfig, uri: str, extended: SavedExperiment | None) -> RoundSearcher | None:
+def _cells(exp: Experiment, run: RunConfig, extended: SavedExperiment | None) -> RoundSearcher | None:
     """The searcher that suggests every (row, seed): adaptive seeds (with the extended experiment's trials as
     already run), or a capped grid's cells."""
     cap = run.max_concurrent
     if not _uses_cells(exp, cap):
         return None
     if exp.adaptive is None:
-        return GridCells([r.name for r in exp.rows], list(exp.seeds), cap, uri)
+        return GridCells([r.name for r in exp.rows], list(exp.seeds), cap)
     if exp.spec.report.frontier is not None:
-        return frontier_searcher(exp, run.budget, cap, uri)
+        return frontier_searcher(exp, run.budget, cap)
     prior = prior_cells(extended.frame, exp) if extended is not None else None
     return AdaptiveSeeds(list(exp.comparisons), list(exp.seeds), exp.adaptive.first, exp.metric, exp.mode,
                          run.budget, prior, (exp.spec.report.equivalence_margin or {}).get(exp.metric),
-                         exp.adaptive.family, cap, uri)
+                         exp.adaptive.family, cap)
 
 
 def _start_record(exp: Experiment, run: RunConfig, storage: Storage, extended: SavedExperiment | None,

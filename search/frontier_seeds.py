@@ -31,10 +31,10 @@ from stats.pareto import reference_point
 class FrontierSeeds(RoundSearcher):
     def __init__(self, rows: Mapping[str, list[str]], front: list[str], tuning_seeds: list[int], seeds: list[int],
                  first: int, objectives: Mapping[str, str], margins: Mapping[str, float], reference: list[float],
-                 alpha: float = 0.05, budget: dict[str, float] | None = None, max_concurrent: int | None = None,
-                 experiment: str | None = None) -> None:
+                 alpha: float = 0.05, budget: dict[str, float] | None = None, max_concurrent: int | None = None
+                 ) -> None:
         """`rows`: declared variant -> its rows (one per tuned value); `seeds`: the comparison seeds, in order."""
-        super().__init__(next(iter(objectives)), next(iter(objectives.values())), max_concurrent, experiment)
+        super().__init__(next(iter(objectives)), next(iter(objectives.values())), max_concurrent)
         self.rows, self.front = {k: list(v) for k, v in rows.items()}, list(front)
         self.tuning_seeds, self.seeds, self.first = list(tuning_seeds), list(seeds), first
         self.objectives, self.margins = dict(objectives), dict(margins)
@@ -56,14 +56,22 @@ class FrontierSeeds(RoundSearcher):
         self.spent["trials"] += 1
         self.spent["hours"] += float((result or {}).get("time_total_s", 0.0) or 0.0) / 3600
 
+    def _uncounted(self, cell: Cell, result: dict) -> None:
+        self.values.get(cell[0], {}).pop(cell[1], None)
+        self.spent["trials"] -= 1
+        self.spent["hours"] -= float(result.get("time_total_s") or 0.0) / 3600
+
     # --- the design ---
     def _look(self) -> None:
         if not self.looks:
-            self.queue = [(r, s) for s in self.tuning_seeds for rows in self.rows.values() for r in rows]
+            # a cell already run is not queued again (one a resume adopted from Tune's newer trial list)
+            self.queue = [(r, s) for s in self.tuning_seeds for rows in self.rows.values() for r in rows
+                          if s not in self.values.get(r, {})]
             self._record(f"tuning: every row on seed(s) {self.tuning_seeds}", None)
         elif not self.chosen:
             self.chosen = {v: self._tuned(rows) for v, rows in self.rows.items()}
-            self.queue = [(self.chosen[v], s) for s in self.seeds[:self.first] for v in self.rows]
+            self.queue = [(self.chosen[v], s) for s in self.seeds[:self.first] for v in self.rows
+                          if s not in self.values.get(self.chosen[v], {})]
             self._record(f"tuned on seed(s) {self.tuning_seeds}; every chosen row on the first {self.first} "
                          "comparison seeds", None)
         else:
@@ -134,8 +142,8 @@ def _mean(cells: dict[int, dict[str, float]], metric: str, seeds: list[int]) -> 
     return sum(values) / len(values) if values else math.nan
 
 
-def frontier_searcher(exp: Experiment, budget: dict[str, float] | None = None, max_concurrent: int | None = None,
-                      experiment: str | None = None) -> FrontierSeeds:
+def frontier_searcher(exp: Experiment, budget: dict[str, float] | None = None, max_concurrent: int | None = None
+                      ) -> FrontierSeeds:
     """The searcher of an experiment with `report.frontier` and adaptive seeds (checked by search.trials)."""
     design, objectives = exp.spec.report.frontier, exp.objectives or {}
     rows = {v["name"]: [r.name for r in exp.rows if r.name == v["name"] or r.name.startswith(f"{v['name']} | ")]
@@ -143,4 +151,4 @@ def frontier_searcher(exp: Experiment, budget: dict[str, float] | None = None, m
     compare = [s for s in exp.seeds if s not in design.tuning_seeds]
     reference = reference_point(objectives, exp.spec.report.reference_point, WORST_VALUES)
     return FrontierSeeds(rows, list(design.front), list(design.tuning_seeds), compare, exp.adaptive.first,
-                         objectives, design.margin, reference, design.alpha, budget, max_concurrent, experiment)
+                         objectives, design.margin, reference, design.alpha, budget, max_concurrent)

@@ -5,14 +5,17 @@ after the other. A driver that dies between the two uploads (a lost head node, a
 that is one step ahead of the trial list, or behind it: after `--resume` the searcher waits for a trial Tune never
 heard of (the search hangs, or a row is silently never run), or suggests a cell whose trial Tune already has (the
 row runs twice). Each `RoundSearcher` therefore reconciles itself on restore with the trials Tune restored, read
-through Tune's public `ExperimentAnalysis` from the same storage: a cell whose trial Tune lost is queued again, a
-trial it did not know is taken as its own (and, when finished, counted). The concurrency cap lives here too, not in
-Tune's `ConcurrencyLimiter`, whose own saved set of running trials could disagree the same way.
+through Tune's public `ExperimentAnalysis` from the snapshot Tune restored: a cell whose trial Tune lost is queued
+again (what it had counted taken back), a trial it did not know is taken as its own (and, when finished,
+counted). The concurrency cap lives here too, not in Tune's `ConcurrencyLimiter`, whose own saved set of running
+trials could disagree the same way. Not covered: Tune's own `SearchGenerator` keeps a "finished" flag in a third
+file; a driver killed while saving the very last snapshot could leave it set over a lost cell.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -22,7 +25,6 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
 from core.layout import LOOKS_FILE
-from core.storage import split_experiment_uri
 
 Cell = tuple[str, int]  # (row, seed)
 PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's documented knob: trials it asks a searcher for at once
@@ -37,10 +39,18 @@ class RestoredTrial:
     last_result: dict[str, Any]
 
 
-def restored_trials(experiment: str) -> list[RestoredTrial]:
-    """The trials of the experiment's newest Tune snapshot: the one `Tuner.restore` has just restored."""
-    storage, name = split_experiment_uri(experiment)
-    analysis = ExperimentAnalysis(storage.experiment(name), storage_filesystem=storage.fs)
+def restored_trials(checkpoint_dir: str) -> list[RestoredTrial]:
+    """The trials of the snapshot `Tuner.restore` has just restored: Tune copies the experiment's snapshots into
+    `checkpoint_dir` (its driver folder) before it restores the searcher from there, and restores the newest, as
+    `ExperimentAnalysis` reads it. No trial's results are needed (the folder holds none: Tune's warning about
+    that is muted)."""
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        analysis = ExperimentAnalysis(checkpoint_dir)
+    finally:
+        log.setLevel(level)
     return [RestoredTrial(t.trial_id, (str(t.config["variant"]), int(t.config["seed"])), t.status == "TERMINATED",
                           dict(t.last_result or {})) for t in analysis.trials]
 
@@ -52,22 +62,23 @@ class RoundSearcher(Searcher):
 
     queue: list[Cell]
     pending: dict[str, Cell]  # trial_id -> its cell, suggested and not back yet
-    done: set[str]  # trials counted as back (so that a restored list cannot count one twice)
+    done: dict[str, tuple[Cell, dict]]  # trial_id -> its cell and last result, counted as back
     stopped: str | None
     max_concurrent: int | None = None  # at most this many cells pending at once (None: as many as Tune asks for)
-    experiment: str | None = None  # the experiment's URI, to reconcile with on restore (None: nothing to read)
 
-    def __init__(self, metric: str | None, mode: str | None, max_concurrent: int | None = None,
-                 experiment: str | None = None) -> None:
+    def __init__(self, metric: str | None, mode: str | None, max_concurrent: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.max_concurrent, self.experiment = max_concurrent, experiment
-        self.queue, self.pending, self.done, self.stopped = [], {}, set(), None
+        self.max_concurrent = max_concurrent
+        self.queue, self.pending, self.done, self.stopped = [], {}, {}, None
 
     def _look(self) -> None:
         raise NotImplementedError
 
     def _completed(self, cell: Cell, result: dict | None, error: bool) -> None:
         """A suggested cell's trial is back (its last result; error: it failed)."""
+
+    def _uncounted(self, cell: Cell, result: dict) -> None:
+        """Take back what `_completed` counted for a trial Tune's restored list lost (its cell runs again)."""
 
     def looks_document(self) -> dict[str, Any] | None:
         return None
@@ -91,7 +102,7 @@ class RoundSearcher(Searcher):
         cell = self.pending.pop(trial_id, None)
         if cell is None:
             return
-        self.done.add(trial_id)
+        self.done[trial_id] = (cell, {"time_total_s": (result or {}).get("time_total_s")})
         self._completed(cell, result, error)
 
     def save(self, checkpoint_path: str) -> None:
@@ -104,10 +115,14 @@ class RoundSearcher(Searcher):
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         super().restore_from_dir(checkpoint_dir)
-        self.__dict__.setdefault("done", set())  # a state saved before `done` existed
-        if self.experiment is None:
+        if not isinstance(self.__dict__.get("done"), dict):  # a state saved before `done` was kept
+            self.done = {}
+        try:  # never raise here: Tune would log it and start the whole experiment over
+            changes = self.reconcile(restored_trials(checkpoint_dir))
+        except Exception as e:
+            print(f"warning: resume: could not compare the search state with Tune's restored trials ({e!r}); "
+                  "continuing with the search state as saved", flush=True)
             return
-        changes = self.reconcile(restored_trials(self.experiment))
         if any(changes.values()):
             print(f"resume: Tune's saved trial list and search state disagreed (a driver stopped between saving "
                   f"the two): {len(changes['requeued'])} cell(s) whose trial was lost queued again, "
@@ -128,6 +143,11 @@ class RoundSearcher(Searcher):
         for trial_id in [t for t in self.pending if t not in known]:  # suggested, but Tune's snapshot lost it
             self.queue.insert(0, self.pending.pop(trial_id))
             changes["requeued"].append(trial_id)
+        for trial_id in [t for t in self.done if t not in known]:  # even counted: its results are not Tune's
+            cell, result = self.done.pop(trial_id)
+            self._uncounted(cell, result)
+            self.queue.insert(0, cell)
+            changes["requeued"].append(trial_id)
         for t in trials:
             if t.trial_id in self.done:
                 continue
@@ -147,9 +167,8 @@ class GridCells(RoundSearcher):
     searcher of a grid with a concurrency cap, so that `--resume` reconciles it with Tune's restored trials (Tune's
     own grid generator, capped, cannot be: a cell it generated and the lost trial list never saw is never run)."""
 
-    def __init__(self, rows: list[str], seeds: list[int], max_concurrent: int | None,
-                 experiment: str | None = None) -> None:
-        super().__init__(None, None, max_concurrent, experiment)
+    def __init__(self, rows: list[str], seeds: list[int], max_concurrent: int | None) -> None:
+        super().__init__(None, None, max_concurrent)
         self.queue = [(r, s) for r in rows for s in seeds]
 
     def _look(self) -> None:
