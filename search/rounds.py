@@ -62,7 +62,7 @@ class RoundSearcher(Searcher):
 
     queue: list[Cell]
     pending: dict[str, Cell]  # trial_id -> its cell, suggested and not back yet
-    done: dict[str, tuple[Cell, dict]]  # trial_id -> its cell and last result, counted as back
+    done: dict[str, tuple[Cell, dict]]  # trial_id -> its cell and the time it spent, counted as back
     stopped: str | None
     max_concurrent: int | None = None  # at most this many cells pending at once (None: as many as Tune asks for)
 
