@@ -12,6 +12,7 @@ import argparse
 import base64
 import html
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -275,6 +276,9 @@ def watch(uri: str, out: str | None = None, formats=FORMATS, every: float = 60.0
     """Rebuild the report every `every` seconds while a search runs (labelled partial); returns the last
     report's path once the experiment has ended (or after `max_rounds`)."""
     since, rounds, path = time.time(), 0, None
+    scratch = None  # an S3 report is built in one local folder for every round, not a new one each minute
+    if out is None and uri.startswith("s3://"):
+        scratch = Path(tempfile.mkdtemp(prefix=f"mtl-report-{uri.rstrip('/').rsplit('/', 1)[-1]}-"))
     while max_rounds is None or rounds < max_rounds:
         rounds += 1
         res = load_results(uri)
@@ -282,7 +286,10 @@ def watch(uri: str, out: str | None = None, formats=FORMATS, every: float = 60.0
         if res.frame.empty:
             print(f"{time.strftime('%H:%M:%S')} waiting: no trial has started yet", flush=True)
         else:
-            path = _build(res, out, formats)
+            if scratch is not None:  # emptied: a figure an earlier round drew and this one does not is not uploaded
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir()
+            path = _build(res, str(scratch) if scratch else out, formats)
             state = "final" if not res.partial else ("partial, search ended" if ended else "partial")
             print(f"{time.strftime('%H:%M:%S')} report ({state}): {path}", flush=True)
         if ended:

@@ -82,6 +82,21 @@ def test_report_reads_back_from_s3(experiment, tmp_path):
     assert "balanced (baseline)" in table and "depth heavy" in table
 
 
+def test_watch_on_s3_builds_every_round_in_one_local_folder(experiment, tmp_path, monkeypatch):
+    import tempfile
+
+    from analysis import report
+
+    uri, _ = experiment
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(report, "_ended", lambda res, since: False)  # a search still running: round after round
+    path = report.watch(uri, formats=("md", "csv"), every=0.01, max_rounds=3)
+    folders = list(tmp_path.glob("mtl-report-s3_e2e-*"))
+    assert len(folders) == 1 and f"(local copy: {folders[0]}/" in path  # not one folder a round
+    names = {p.name for p in folders[0].iterdir()}
+    assert {"table.md", "table.csv", "report.json"} <= names and "report.html" not in names
+
+
 def test_findings_read_and_copy_an_s3_experiment(s3, experiment, tmp_path):
     from analysis.findings import main as findings_main
     from core.saved import copy_artifacts, read_saved
