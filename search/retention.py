@@ -79,6 +79,16 @@ class CheckpointRetention(tune.Callback):
         self.stopping = False  # the storage ran out and the search is stopping (once)
         self.pending: dict[str, tuple[float, bool]] = {}  # checkpoint folder -> (decided at, count it as freed)
         self._checked = 0.0
+        self._snapshot_file: str | None = None  # Tune's snapshot of this driver's session, once seen
+        self._since = time.time()  # when this driver took the callback over (a --resume unpickles it)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_snapshot_file": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A resumed driver writes a snapshot of its own, under a new name: look for it afresh."""
+        self.__dict__.update(state)
+        self._snapshot_file, self._since = None, time.time()
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         if result.get("status") == STORAGE_FULL and not self.stopping:
@@ -150,13 +160,28 @@ class CheckpointRetention(tune.Callback):
             self._write()
 
     def _snapshot_time(self) -> float | None:
-        """When Tune last wrote its experiment snapshot to the storage (the newest experiment_state file)."""
+        """When Tune last wrote its experiment snapshot to the storage. The experiment folder is listed until this
+        session's snapshot file shows up; from then on that one file is looked at (listing 10 000 trial folders
+        takes 24 ms on a local disk, and many requests on S3: every second, that grew with the search)."""
+        if self._snapshot_file is not None:
+            try:
+                info = self.storage.fs.get_file_info(self._snapshot_file)
+            except OSError:  # a storage hiccup: check again at a later step
+                return None
+            if info.mtime is not None:
+                return info.mtime.timestamp()
+            self._snapshot_file = None  # gone: list again
         try:
             infos = self.storage.fs.get_file_info(pafs.FileSelector(self.exp_path))
-        except OSError:  # a storage hiccup: check again at a later step
+        except OSError:
             return None
-        times = [i.mtime.timestamp() for i in infos if i.base_name.startswith("experiment_state") and i.mtime]
-        return max(times, default=None)
+        newest = max(((i.mtime.timestamp(), i.path) for i in infos
+                      if i.base_name.startswith("experiment_state") and i.mtime), default=None)
+        if newest is None:
+            return None
+        if newest[0] >= self._since - CLOCK_MARGIN_S:  # written by this session (an older one stays the newest
+            self._snapshot_file = newest[1]  # until a resumed driver's first snapshot)
+        return newest[0]
 
     def _remove(self, path: str, count: bool) -> None:
         self.pending.pop(path, None)

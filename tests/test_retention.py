@@ -166,6 +166,7 @@ def test_deletions_wait_until_the_snapshot_in_storage_is_newer(tmp_path):
     Tune's experiment snapshot in storage postdates the decision to delete it (the head-loss test found a resumed
     trial failing on a checkpoint deleted just before the head died)."""
     import os
+    import pickle
     import time
 
     from core.storage import open_storage
@@ -190,6 +191,13 @@ def test_deletions_wait_until_the_snapshot_in_storage_is_newer(tmp_path):
     callback._checked = 0.0
     callback.on_step_begin(1, [])
     assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
+    # from now on the one snapshot file is looked at, not the folder of every trial; a resumed driver (which
+    # unpickles the callback) writes a snapshot of its own and looks for it afresh
+    assert callback._snapshot_file == str(snapshot)
+    assert pickle.loads(pickle.dumps(callback))._snapshot_file is None
+    resumed = CheckpointRetention(exp, storage)
+    resumed._since = time.time() + 60  # started after that snapshot was written
+    assert resumed._snapshot_time() is not None and resumed._snapshot_file is None  # not its own: keep listing
     callback.on_checkpoint(2, [], Trial(), None)  # nothing older than the newest two
     (trial_dir / "checkpoint_000004").mkdir()
     callback.on_checkpoint(3, [], Trial(), None)
