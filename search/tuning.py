@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.schedulers import MedianStoppingRule, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -14,7 +14,7 @@ from core.spaces import sampler
 from mtl.config import TrialConfig
 from search.pareto_asha import ParetoASHAScheduler
 from search.rounds import RoundSearcher
-from search.schedulers import RankedASHAScheduler, SeedAwareASHAScheduler
+from search.schedulers import LiveFIFOScheduler, RankedASHAScheduler, SeedAwareASHAScheduler
 from search.spec import rank_metric
 from search.trainable import WandbSettings, run_trial
 from search.trials import Experiment
@@ -61,7 +61,7 @@ def scheduler(exp: Experiment, state_file: tuple | None = None) -> TrialSchedule
                                    grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     if exp.scheduler == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period)
-    return FIFOScheduler()
+    return LiveFIFOScheduler()
 
 
 def search_alg(exp: Experiment, max_concurrent: int | None) -> Searcher | None:

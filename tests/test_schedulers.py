@@ -155,3 +155,42 @@ def test_the_rungs_survive_a_resume(tmp_path):
     assert resumed.decided[1] == {"a": 5.0, "b": 1.0}
     assert resumed.on_trial_result(controller, _Trial("a", 0), {"training_iteration": 2, "m": 6.0}) == \
         TrialScheduler.CONTINUE
+
+
+def test_live_trials_choose_as_tunes_fifo_without_scanning_finished_ones():
+    """search.schedulers.LiveTrials: the same choice as Tune's FIFOScheduler at every step of a random history of
+    trial states, while it holds only the unfinished trials (Tune's scans all of them at every step)."""
+    import pickle
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search.schedulers import LiveFIFOScheduler
+
+    class FakeTrial:
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+        def is_finished(self) -> bool:
+            return self.status in (Trial.TERMINATED, Trial.ERROR)
+
+    class Controller:
+        trials: list = []
+
+        def get_trials(self) -> list:
+            return self.trials
+
+    controller, live, fifo, rng = Controller(), LiveFIFOScheduler(), FIFOScheduler(), random.Random(0)
+    states = [Trial.PENDING, Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED, Trial.ERROR]
+    for _ in range(500):
+        if rng.random() < 0.4:
+            controller.trials.append(FakeTrial(rng.choice(states)))
+            live.on_trial_add(controller, controller.trials[-1])
+        for trial in rng.sample(controller.trials, min(3, len(controller.trials))):
+            if not trial.is_finished():  # a finished trial stays finished (a --resume adds new Trial objects)
+                trial.status = rng.choice(states)
+        assert live.choose_trial_to_run(controller) is fifo.choose_trial_to_run(controller)
+    unfinished = sum(not t.is_finished() for t in controller.trials)
+    assert len(live._live) == unfinished < len(controller.trials) / 2
+    assert pickle.loads(pickle.dumps(live))._live == {}  # Tune pickles a scheduler; never with trials in it
