@@ -16,7 +16,7 @@ from ray import tune
 
 from core.layout import EXTENDED_FILE, RECORD_FILE, RESULTS_FILE, SCHEDULER_STATE
 from core.record import Extends, parse_record
-from core.results import load_results, parquet_bytes
+from core.results import load_results, parquet_bytes, results_of_run
 from core.saved import SavedExperiment
 from core.storage import Storage, free_bytes, megabytes
 from mtl.config import TrialConfig
@@ -24,6 +24,7 @@ from mtl.data.cache import ensure_synthetic
 from mtl.data.loading import decode_splits, decoded_key, use_decoded
 from search import tuning
 from search.adaptive import AdaptiveSeeds
+from search.ended import EndedTrials
 from search.extend import prior_cells
 from search.frontier_seeds import frontier_searcher
 from search.raycompat import ray_listens_on_loopback
@@ -294,18 +295,23 @@ def run_search(exp: Experiment, run: RunConfig, storage: Storage, extended: Save
     if not run.address:
         _prepare_data(exp)
     pending = pending_trials_env(cap) if _uses_cells(exp, cap) else {}
-    grid, interrupted = _fit(_tuner(exp, run, storage, extended, wandb, [CheckpointRetention(exp, storage)]), pending)
+    ended = EndedTrials()
+    grid, interrupted = _fit(_tuner(exp, run, storage, extended, wandb, [CheckpointRetention(exp, storage), ended]),
+                             pending)
     full = storage_full_reason(grid)
-    # Tune's ResultGrid holds every trial's metrics as a DataFrame (its ExperimentAnalysis reads them all); the
-    # results are read back below with one more pass over the trials, so the grid goes first: one copy at the peak,
-    # not two (bench/driver_memory.py: the end of a 400-trial search added ~90 MiB of Python heap per copy)
+    # the results table comes from what Tune holds at the end (its trials, the histories its ResultGrid read): one
+    # copy of every trial's metrics. Read back from the storage (after --resume, or Ctrl-C: Tune's clean-up marks
+    # the trials it stopped as terminated; its snapshot knows them unfinished), the grid goes first: a second copy
+    # added ~90 MiB of Python heap at 400 trials (bench/driver_memory.py)
+    histories = None if interrupted else ended.histories(grid)
     del grid
     gc.collect()
     if full:
         return _storage_full(full, storage, exp_path, run)
     try:
-        results = load_results(storage.display(exp_path))
-        storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(results.frame))
+        frame = results_of_run(storage, exp_path, ended.trials, histories) if histories is not None else \
+            load_results(storage.display(exp_path)).frame
+        storage.write_bytes(f"{exp_path}/{RESULTS_FILE}", parquet_bytes(frame))
         record_path = f"{exp_path}/{RECORD_FILE}"
         record = parse_record(storage.read_text(record_path))
         storage.write_text(record_path, record.finished_run(time.monotonic() - started, interrupted).to_json())
@@ -314,12 +320,12 @@ def run_search(exp: Experiment, run: RunConfig, storage: Storage, extended: Save
               f"kept there: when it is reachable again, continue with: {_resume_command(run)}", flush=True)
         return 1
     if reporting.summary is not None:
-        print(reporting.summary(results.frame))
+        print(reporting.summary(frame))
     print(f"results: {storage.display(exp_path)}/{RESULTS_FILE}")
     if interrupted:
         print(f"interrupted: finished trials are kept; continue with: {_resume_command(run)}", flush=True)
         return EXIT_INTERRUPTED
-    errored = int((results.frame["status"] == "error").sum()) if not results.frame.empty else 0
+    errored = int((frame["status"] == "error").sum()) if not frame.empty else 0
     if errored:
         print(f"{errored} trial(s) ended in error (see the status column); retry them from their last "
               f"checkpoints with: {_resume_command(run)}", flush=True)

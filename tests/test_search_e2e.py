@@ -68,10 +68,18 @@ variants:
     assert all(c["loss_weights"] == [0.5, 0.5] and c["image_size"] == [32, 64] for c in logged)
     assert all(c["cli_set"] == {"weight_decay": 5e-4} and c["weight_decay"] == 5e-4 for c in logged)
     assert {c["optimizer"] for c in logged} == {"adam", "sgd"}
+    # results.parquet is built from the trials Tune holds at the end (search/ended.py); read back through Tune's
+    # snapshot and every trial's files (the path while a search runs, or after --resume), the table is the same
+    import io
+
+    from core.results import load_results, parquet_bytes
+
+    (exp_dir / "results.parquet").rename(exp_dir / "results.saved")
+    read_back = pd.read_parquet(io.BytesIO(parquet_bytes(load_results(str(exp_dir)).frame)))
+    (exp_dir / "results.saved").rename(exp_dir / "results.parquet")
+    pd.testing.assert_frame_equal(df, read_back)
     # a trial whose trial_config.yaml never reached the storage (on a cluster: retried on another node that died
     # before syncing) keeps its row: its config is rebuilt from the record
-    from core.results import load_results
-
     (exp_dir / df.loc[df["variant"] == "steady", "trial_dir"].iloc[0] / "trial_config.yaml").unlink()
     (exp_dir / "results.parquet").unlink()  # the Tune path, as while a search runs
     rebuilt = load_results(str(exp_dir)).frame
