@@ -236,7 +236,7 @@ def _trial_rows(storage: Storage, path: str, record: ExperimentRecord, trials: S
     """(one row per trial that started, sorted as the design lists its rows; the trials' configs; how many trials
     are unfinished)."""
     rows, configs, unfinished = [], {}, 0
-    for trial in trials:
+    for trial in sorted(trials, key=lambda t: t.trial_id):  # the columns' order: not that of Tune's list
         config = _trial_config(storage, trial) or _rebuilt_config(trial, record)
         unfinished += trial.status not in ("TERMINATED", "ERROR")
         if config is not None:
