@@ -1,6 +1,6 @@
 """What Tune holds when a search ends, kept for the results table: its trial objects (a public `Callback` hook) and
 the per-epoch metrics its ResultGrid has read. The driver builds results.parquet from these instead of reading
-Tune's snapshot of every trial and every trial's history back from the storage (~7 ms a trial, minutes at 10 000
+Tune's snapshot of every trial and every trial's history back from the storage (~7 ms a trial, about a minute at 10 000
 trials: bench.search_overhead)."""
 
 from __future__ import annotations
