@@ -1,7 +1,7 @@
 """What Tune holds when a search ends, kept for the results table: its trial objects (a public `Callback` hook) and
 the per-epoch metrics its ResultGrid has read. The driver builds results.parquet from these instead of reading
-Tune's snapshot of every trial and every trial's history back from the storage (~7 ms a trial, about a minute at 10 000
-trials: bench.search_overhead)."""
+Tune's snapshot of every trial and every trial's history back from the storage (the end of a 10 000-trial search,
+after Tune's loop: 83 s before, 57 s after; bench.search_overhead, docs/performance.md)."""
 
 from __future__ import annotations
 
